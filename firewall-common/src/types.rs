@@ -1,0 +1,262 @@
+//! Map keys and values. Sizes are asserted at compile time: a change here
+//! is a change of the pinned layout.
+
+use crate::bucket::{Bucket, Limit};
+
+/// The one verdict each packet gets, as an index into the counter arrays.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Passed = 0,
+    Allowed = 1,
+    Blocked = 2,
+    RateLimited = 3,
+    WouldDrop = 4,
+    Malformed = 5,
+}
+
+pub const N_VERDICTS: u32 = 6;
+
+impl Verdict {
+    pub const ALL: [Verdict; N_VERDICTS as usize] = [
+        Verdict::Passed,
+        Verdict::Allowed,
+        Verdict::Blocked,
+        Verdict::RateLimited,
+        Verdict::WouldDrop,
+        Verdict::Malformed,
+    ];
+
+    /// The name used by the CLI, metrics and events.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Verdict::Passed => "passed",
+            Verdict::Allowed => "allowed",
+            Verdict::Blocked => "blocked",
+            Verdict::RateLimited => "rate_limited",
+            Verdict::WouldDrop => "would_drop",
+            Verdict::Malformed => "malformed",
+        }
+    }
+
+    pub const fn drops(self) -> bool {
+        matches!(
+            self,
+            Verdict::Blocked | Verdict::RateLimited | Verdict::Malformed
+        )
+    }
+}
+
+/// Packets and bytes, one slot per verdict per CPU.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counter {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// Indices into the per-CPU `STATS` array.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug)]
+pub enum Stat {
+    /// Source prefixes given a bucket (LRU inserts).
+    NewSourceAdmitted = 0,
+    /// First packets of unknown prefixes refused by the flood guard.
+    NewSourceRefused = 1,
+    /// Events lost because the ring buffer was full.
+    EventsLost = 2,
+}
+pub const N_STATS: u32 = 4;
+
+/// Config flags.
+pub mod flags {
+    pub const ALLOW_V4: u32 = 1 << 0;
+    pub const ALLOW_V6: u32 = 1 << 1;
+    pub const BLOCK_V4: u32 = 1 << 2;
+    pub const BLOCK_V6: u32 = 1 << 3;
+    pub const LIMIT_V4: u32 = 1 << 4;
+    pub const LIMIT_V6: u32 = 1 << 5;
+    /// Count would-be drops as `would_drop` and pass them.
+    pub const MONITOR: u32 = 1 << 6;
+    /// Some allow/block entry is narrower than the aggregation prefix, so
+    /// a cached decision for the prefix could be wrong: look up every time.
+    pub const NO_LIST_CACHE: u32 = 1 << 7;
+    /// Autoban is configured: report sources crossing the drop threshold.
+    pub const AUTOBAN: u32 = 1 << 8;
+    /// The controller has written a policy (the program passes all until then).
+    pub const READY: u32 = 1 << 9;
+}
+
+/// The whole run-time policy that is not a list: slot 0 of `CONFIG`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Config {
+    /// Bumped on every change; per-source state caches its classification
+    /// under the generation it was made in.
+    pub generation: u32,
+    pub flags: u32,
+    pub ipv4_prefix: u8,
+    pub ipv6_prefix: u8,
+    pub rule_count: u8,
+    pub _pad: [u8; 5],
+    pub default_limit: Limit,
+    /// Per-CPU share of the gateway-wide budget for new source prefixes.
+    pub flood_limit: Limit,
+    /// Rate-limited drops within `autoban_window_ns` that report a source.
+    pub autoban_drops: u32,
+    pub _pad2: u32,
+    pub autoban_window_ns: u64,
+    /// A source's drop is reported again only after this long without drops.
+    pub event_quiet_ns: u64,
+}
+
+/// An LPM trie key's data for IPv4/IPv6 (the prefix length precedes it).
+pub type AddrV4 = [u8; 4];
+pub type AddrV6 = [u8; 16];
+
+/// Where a list entry came from.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    Config = 0,
+    Manual = 1,
+    Import = 2,
+    Autoban = 3,
+}
+
+impl Origin {
+    pub const ALL: [Origin; 4] = [Origin::Config, Origin::Manual, Origin::Import, Origin::Autoban];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Origin::Config => "config",
+            Origin::Manual => "manual",
+            Origin::Import => "import",
+            Origin::Autoban => "autoban",
+        }
+    }
+
+    pub const fn from_u8(v: u8) -> Origin {
+        match v {
+            0 => Origin::Config,
+            2 => Origin::Import,
+            3 => Origin::Autoban,
+            _ => Origin::Manual,
+        }
+    }
+}
+
+/// Value of an allow or block trie entry.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ListEntry {
+    /// CLOCK_MONOTONIC (bpf_ktime_get_ns) time after which the entry no
+    /// longer matches; 0 = never.
+    pub expires_ns: u64,
+    /// Lookups that matched: one per source classification, since decisions
+    /// are cached per source prefix and generation.
+    pub hits: u64,
+    pub origin: u8,
+    pub _pad: [u8; 7],
+}
+
+/// Value of a `[[limit]]` class trie entry.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LimitEntry {
+    pub limit: Limit,
+    pub origin: u8,
+    pub _pad: [u8; 7],
+}
+
+/// Match any L4 protocol.
+pub const PROTO_ANY: u8 = 0;
+
+/// A `[[rule]]`: packets it matches use their own per-source bucket.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Rule {
+    pub limit: Limit,
+    /// IP protocol number, or `PROTO_ANY`.
+    pub protocol: u8,
+    /// TCP only: match SYN without ACK.
+    pub syn_only: u8,
+    pub port_lo: u16,
+    pub port_hi: u16,
+    /// 0: the rule has no port condition.
+    pub has_port: u8,
+    pub _pad: u8,
+}
+
+/// Per-source table key: a source prefix (host bits zeroed) and the rule
+/// whose bucket it is (0 = the default/class bucket, i+1 = rule i).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct SourceKey {
+    pub addr: [u8; 16],
+    /// 4 or 6.
+    pub family: u8,
+    pub rule: u8,
+    pub _pad: [u8; 2],
+}
+
+/// Cached classification of a source.
+pub mod class {
+    pub const LIMITED: u8 = 0;
+    pub const ALLOWED: u8 = 1;
+    pub const BLOCKED: u8 = 2;
+}
+
+/// Per-source state: the bucket, its cached classification and counters.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SourceState {
+    pub bucket: Bucket,
+    /// The limit in force, cached under `generation`.
+    pub limit: Limit,
+    /// For a cached `BLOCKED`: when the matching entry expires (0 = never).
+    pub block_expires_ns: u64,
+    pub packets: u64,
+    pub drops: u64,
+    /// Last rate-limited/blocked drop: events fire after a quiet period.
+    pub last_drop_ns: u64,
+    /// Start of the current autoban window and drops within it.
+    pub window_start_ns: u64,
+    pub window_drops: u32,
+    pub generation: u32,
+    pub class: u8,
+    pub _pad: [u8; 7],
+}
+
+/// Event kinds sent through the `EVENTS` ring buffer.
+pub mod event {
+    /// First drop of a source after a quiet period.
+    pub const FIRST_DROP: u8 = 1;
+    /// A source crossed the autoban threshold.
+    pub const AUTOBAN: u8 = 2;
+}
+
+/// A kernel event.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Event {
+    pub ts_ns: u64,
+    pub key: SourceKey,
+    /// The packet's source address (the key holds only its prefix).
+    pub src: [u8; 16],
+    pub kind: u8,
+    /// Verdict index.
+    pub verdict: u8,
+    pub _pad: [u8; 2],
+}
+
+const _: () = {
+    assert!(core::mem::size_of::<Counter>() == 16);
+    assert!(core::mem::size_of::<Config>() == 72);
+    assert!(core::mem::size_of::<ListEntry>() == 24);
+    assert!(core::mem::size_of::<LimitEntry>() == 24);
+    assert!(core::mem::size_of::<Rule>() == 24);
+    assert!(core::mem::size_of::<SourceKey>() == 20);
+    assert!(core::mem::size_of::<SourceState>() == 88);
+    assert!(core::mem::size_of::<Event>() == 48);
+};
