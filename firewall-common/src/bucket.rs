@@ -73,7 +73,9 @@ impl Limit {
 
     /// Bucket depth in packets (controller side, for display).
     pub fn burst(&self) -> u64 {
-        self.burst_credit.checked_div(self.ns_per_token).unwrap_or(0)
+        self.burst_credit
+            .checked_div(self.ns_per_token)
+            .unwrap_or(0)
     }
 
     pub fn is_set(&self) -> bool {
@@ -99,26 +101,32 @@ impl Bucket {
         }
     }
 
-    /// Refill for the time since the last packet, then try to spend one
-    /// token. Returns whether the packet is admitted.
+    /// Credit at `now`: refilled for the time since the last packet, capped
+    /// at the bucket's depth.
     #[inline(always)]
-    pub fn admit(&mut self, limit: &Limit, now: u64) -> bool {
-        // Clocks of different CPUs may disagree slightly: never refill
-        // for negative time, and never move `last_ns` backwards.
+    fn refilled(&self, limit: &Limit, now: u64) -> u64 {
+        // Clocks of different CPUs may disagree slightly: never refill for
+        // negative time.
         let elapsed = now.saturating_sub(self.last_ns);
         // `elapsed << SHIFT` overflows after ~3 days; any gap longer than
         // the full bucket's worth refills it completely anyway.
-        let credit = if elapsed > (limit.burst_credit >> SHIFT) {
+        if elapsed > (limit.burst_credit >> SHIFT) {
+            return limit.burst_credit;
+        }
+        let c = self.credit + (elapsed << SHIFT);
+        if c > limit.burst_credit {
             limit.burst_credit
         } else {
-            let c = self.credit + (elapsed << SHIFT);
-            if c > limit.burst_credit {
-                limit.burst_credit
-            } else {
-                c
-            }
-        };
-        if elapsed > 0 {
+            c
+        }
+    }
+
+    /// Refill, then try to spend one token. Returns whether the packet is
+    /// admitted.
+    #[inline(always)]
+    pub fn admit(&mut self, limit: &Limit, now: u64) -> bool {
+        let credit = self.refilled(limit, now);
+        if now > self.last_ns {
             self.last_ns = now;
         }
         if credit >= limit.ns_per_token {
@@ -130,9 +138,11 @@ impl Bucket {
         }
     }
 
-    /// Whole tokens left (controller side, for display).
-    pub fn tokens(&self, limit: &Limit) -> u64 {
-        self.credit.checked_div(limit.ns_per_token).unwrap_or(0)
+    /// Whole tokens the bucket holds at `now` (controller side, for display).
+    pub fn tokens_at(&self, limit: &Limit, now: u64) -> u64 {
+        self.refilled(limit, now)
+            .checked_div(limit.ns_per_token)
+            .unwrap_or(0)
     }
 }
 
@@ -170,7 +180,10 @@ mod tests {
         assert_eq!(Limit::new(MAX_RATE + 1, 1), Err(LimitError::RateTooHigh));
         let max = Limit::max_burst(1);
         assert!(Limit::new(1, max).is_ok());
-        assert_eq!(Limit::new(1, max + 1), Err(LimitError::BurstTooHigh { max }));
+        assert_eq!(
+            Limit::new(1, max + 1),
+            Err(LimitError::BurstTooHigh { max })
+        );
         let l = Limit::new(333, 1000).unwrap();
         assert_eq!((l.rate(), l.burst()), (333, 1000));
     }

@@ -12,4 +12,15 @@ macro_rules! pod {
     )*};
 }
 
-pod!(Counter, Config, ListEntry, LimitEntry, Rule, SourceKey, SourceState, Event, Bucket, Limit);
+pod!(
+    Counter,
+    Config,
+    ListEntry,
+    LimitEntry,
+    Rule,
+    SourceKey,
+    SourceState,
+    Event,
+    Bucket,
+    Limit
+);

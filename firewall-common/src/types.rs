@@ -68,6 +68,10 @@ pub enum Stat {
 }
 pub const N_STATS: u32 = 4;
 
+/// Slots of the per-CPU `FLOOD` bucket array.
+pub const FLOOD_NEW_SOURCES: u32 = 0;
+pub const FLOOD_EVENTS: u32 = 1;
+
 /// Config flags.
 pub mod flags {
     pub const ALLOW_V4: u32 = 1 << 0;
@@ -108,6 +112,12 @@ pub struct Config {
     pub autoban_window_ns: u64,
     /// A source's drop is reported again only after this long without drops.
     pub event_quiet_ns: u64,
+    /// Per-CPU cap on first-drop events, whatever the number of sources.
+    pub event_limit: Limit,
+    /// The policy file's default and the CLI's (`manual`, unset = zero);
+    /// `default_limit` is the manual one when set. Not read by the program.
+    pub file_default: Limit,
+    pub manual_default: Limit,
 }
 
 /// An LPM trie key's data for IPv4/IPv6 (the prefix length precedes it).
@@ -125,7 +135,12 @@ pub enum Origin {
 }
 
 impl Origin {
-    pub const ALL: [Origin; 4] = [Origin::Config, Origin::Manual, Origin::Import, Origin::Autoban];
+    pub const ALL: [Origin; 4] = [
+        Origin::Config,
+        Origin::Manual,
+        Origin::Import,
+        Origin::Autoban,
+    ];
 
     pub const fn name(self) -> &'static str {
         match self {
@@ -157,7 +172,15 @@ pub struct ListEntry {
     /// are cached per source prefix and generation.
     pub hits: u64,
     pub origin: u8,
-    pub _pad: [u8; 7],
+    /// The policy file lists this prefix too: deleting a run-time entry
+    /// hands it back to the file instead of removing it.
+    pub in_file: u8,
+    /// The key's prefix length: an LPM lookup returns the longest match,
+    /// so this tells an exact hit from a covering entry.
+    pub prefix_len: u8,
+    pub _pad: [u8; 5],
+    /// Operator's note (`--comment`), NUL-padded UTF-8.
+    pub comment: [u8; 32],
 }
 
 /// Value of a `[[limit]]` class trie entry.
@@ -165,8 +188,13 @@ pub struct ListEntry {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct LimitEntry {
     pub limit: Limit,
+    /// The policy file's limit for this prefix, kept while a run-time
+    /// (`manual`) entry overrides it; zero when the file has none.
+    pub file_limit: Limit,
     pub origin: u8,
-    pub _pad: [u8; 7],
+    /// The key's prefix length (see `ListEntry::prefix_len`).
+    pub prefix_len: u8,
+    pub _pad: [u8; 6],
 }
 
 /// Match any L4 protocol.
@@ -186,6 +214,8 @@ pub struct Rule {
     /// 0: the rule has no port condition.
     pub has_port: u8,
     pub _pad: u8,
+    /// The rule's name (NUL-padded), for counters and events.
+    pub name: [u8; 32],
 }
 
 /// Per-source table key: a source prefix (host bits zeroed) and the rule
@@ -252,10 +282,10 @@ pub struct Event {
 
 const _: () = {
     assert!(core::mem::size_of::<Counter>() == 16);
-    assert!(core::mem::size_of::<Config>() == 72);
-    assert!(core::mem::size_of::<ListEntry>() == 24);
-    assert!(core::mem::size_of::<LimitEntry>() == 24);
-    assert!(core::mem::size_of::<Rule>() == 24);
+    assert!(core::mem::size_of::<Config>() == 120);
+    assert!(core::mem::size_of::<ListEntry>() == 56);
+    assert!(core::mem::size_of::<LimitEntry>() == 40);
+    assert!(core::mem::size_of::<Rule>() == 56);
     assert!(core::mem::size_of::<SourceKey>() == 20);
     assert!(core::mem::size_of::<SourceState>() == 88);
     assert!(core::mem::size_of::<Event>() == 48);

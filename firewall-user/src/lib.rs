@@ -1,2 +1,16 @@
 //! The controller: loader, pinned-map access, policy, daemon and CLI.
+#![deny(unsafe_code)]
+
+pub mod addr;
+pub mod apply;
+pub mod cli;
+pub mod clock;
+pub mod commands;
+pub mod daemon;
+pub mod error;
+pub mod lists;
+pub mod loader;
+pub mod maps;
 pub mod policy;
+pub mod state;
+pub mod text;

@@ -1,0 +1,62 @@
+//! Map definitions. Names equal those in `firewall_common::maps` (the
+//! controller opens each by that name). All are pinned by name, so a new
+//! load under the same pin directory reuses them: state outlives programs.
+
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
+};
+use firewall_common::{
+    maps::{EVENTS_BYTES, LIMIT_CAPACITY, LIST_CAPACITY, MAX_RULES, SOURCES_CAPACITY},
+    AddrV4, AddrV6, Bucket, Config, Counter, LimitEntry, ListEntry, Rule, SourceKey, SourceState,
+    N_STATS, N_VERDICTS,
+};
+
+#[map(name = "FW_CONFIG")]
+pub static CONFIG: Array<Config> = Array::pinned(1, 0);
+
+#[map(name = "FW_COUNTERS")]
+pub static COUNTERS: PerCpuArray<Counter> = PerCpuArray::pinned(N_VERDICTS, 0);
+
+#[map(name = "FW_RULE_CNT")]
+pub static RULE_COUNTERS: PerCpuArray<Counter> = PerCpuArray::pinned(MAX_RULES * N_VERDICTS, 0);
+
+#[map(name = "FW_STATS")]
+pub static STATS: PerCpuArray<u64> = PerCpuArray::pinned(N_STATS, 0);
+
+#[map(name = "FW_SOURCES")]
+pub static SOURCES: LruHashMap<SourceKey, SourceState> = LruHashMap::pinned(SOURCES_CAPACITY, 0);
+
+#[map(name = "FW_ALLOW_V4")]
+pub static ALLOW_V4: LpmTrie<AddrV4, ListEntry> = LpmTrie::pinned(LIST_CAPACITY, 0);
+
+#[map(name = "FW_ALLOW_V6")]
+pub static ALLOW_V6: LpmTrie<AddrV6, ListEntry> = LpmTrie::pinned(LIST_CAPACITY, 0);
+
+#[map(name = "FW_BLOCK_V4")]
+pub static BLOCK_V4: LpmTrie<AddrV4, ListEntry> = LpmTrie::pinned(LIST_CAPACITY, 0);
+
+#[map(name = "FW_BLOCK_V6")]
+pub static BLOCK_V6: LpmTrie<AddrV6, ListEntry> = LpmTrie::pinned(LIST_CAPACITY, 0);
+
+#[map(name = "FW_LIMIT_V4")]
+pub static LIMIT_V4: LpmTrie<AddrV4, LimitEntry> = LpmTrie::pinned(LIMIT_CAPACITY, 0);
+
+#[map(name = "FW_LIMIT_V6")]
+pub static LIMIT_V6: LpmTrie<AddrV6, LimitEntry> = LpmTrie::pinned(LIMIT_CAPACITY, 0);
+
+#[map(name = "FW_RULES")]
+pub static RULES: Array<Rule> = Array::pinned(MAX_RULES, 0);
+
+/// Per-CPU buckets: new-source admissions and event emission.
+#[map(name = "FW_FLOOD")]
+pub static FLOOD: PerCpuArray<Bucket> = PerCpuArray::pinned(2, 0);
+
+#[map(name = "FW_EVENTS")]
+pub static EVENTS: RingBuf = RingBuf::pinned(EVENTS_BYTES, 0);
+
+/// Per-CPU scratch slot. A value read back from a map is opaque to the
+/// verifier: passing the matched rule's index through it keeps the verifier
+/// from exploring the rest of the program once per possible index.
+#[map(name = "FW_SCRATCH")]
+pub static SCRATCH: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);

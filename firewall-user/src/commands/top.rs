@@ -1,0 +1,95 @@
+//! `firewall top`: the sources with the most drops.
+
+use anyhow::Result;
+use firewall_common::{class, SourceKey, SourceState};
+use serde::Serialize;
+
+use crate::{addr::key_net, clock::mono_ns, maps::Maps, text::unfixed};
+
+#[derive(Serialize, Debug, Clone)]
+pub struct Row {
+    pub prefix: String,
+    /// The `[[rule]]` whose bucket this is, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    pub packets: u64,
+    pub drops: u64,
+    /// Whole tokens in the bucket now.
+    pub tokens: u64,
+    /// limited, allowed or blocked.
+    pub state: &'static str,
+}
+
+pub fn entries(maps: &Maps) -> Result<Vec<(SourceKey, SourceState)>> {
+    let mut out = Vec::new();
+    for item in maps.sources.iter() {
+        // Entries may be evicted while iterating: skip what vanished.
+        if let Ok(kv) = item {
+            out.push(kv);
+        }
+    }
+    Ok(out)
+}
+
+pub fn rows(maps: &Maps, n: usize) -> Result<Vec<Row>> {
+    let cfg = maps.config()?;
+    let now = mono_ns();
+    let mut all = entries(maps)?;
+    all.sort_by(|a, b| (b.1.drops, b.1.packets).cmp(&(a.1.drops, a.1.packets)));
+    all.truncate(n);
+    let mut names = Vec::new();
+    for i in 0..cfg.rule_count as u32 {
+        names.push(unfixed(&maps.rules.get(&i, 0)?.name));
+    }
+    Ok(all
+        .into_iter()
+        .map(|(k, s)| {
+            let prefix = if k.family == 4 {
+                cfg.ipv4_prefix
+            } else {
+                cfg.ipv6_prefix
+            };
+            let tokens = if s.class == class::LIMITED {
+                s.bucket.tokens_at(&s.limit, now)
+            } else {
+                0
+            };
+            Row {
+                prefix: key_net(&k, prefix).to_string(),
+                rule: (k.rule > 0)
+                    .then(|| names.get(k.rule as usize - 1).cloned().unwrap_or_default()),
+                packets: s.packets,
+                drops: s.drops,
+                tokens,
+                state: match s.class {
+                    class::ALLOWED => "allowed",
+                    class::BLOCKED => "blocked",
+                    _ => "limited",
+                },
+            }
+        })
+        .collect())
+}
+
+pub fn run(maps: &Maps, n: usize, json: bool) -> Result<()> {
+    let rows = rows(maps, n)?;
+    if json {
+        return super::print_json(&rows);
+    }
+    println!(
+        "{:<44} {:<12} {:>12} {:>12} {:>10}  state",
+        "prefix", "rule", "packets", "drops", "tokens"
+    );
+    for r in rows {
+        println!(
+            "{:<44} {:<12} {:>12} {:>12} {:>10}  {}",
+            r.prefix,
+            r.rule.as_deref().unwrap_or("-"),
+            r.packets,
+            r.drops,
+            r.tokens,
+            r.state
+        );
+    }
+    Ok(())
+}

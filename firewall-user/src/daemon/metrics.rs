@@ -1,0 +1,266 @@
+//! Prometheus metrics: read from the pinned maps at each scrape, encoded by
+//! prometheus-client, served on a small HTTP endpoint.
+
+use std::{
+    path::PathBuf,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+};
+
+use anyhow::{Context, Result};
+use firewall_common::{maps::SOURCES_CAPACITY, Origin, Verdict};
+use prometheus_client::{
+    collector::Collector,
+    encoding::{DescriptorEncoder, EncodeMetric},
+    metrics::{counter::ConstCounter, gauge::ConstGauge, MetricType},
+    registry::Registry,
+};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpListener,
+};
+
+use crate::{commands::stats, lists::List, loader, maps::Maps};
+
+/// Counters the daemon itself keeps.
+#[derive(Debug, Default)]
+pub struct DaemonCounters {
+    pub reloads_ok: AtomicU64,
+    pub reloads_error: AtomicU64,
+    pub bans: AtomicU64,
+}
+
+#[derive(Debug)]
+struct FirewallCollector {
+    pin_dir: PathBuf,
+    daemon: Arc<DaemonCounters>,
+}
+
+fn counter(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    rows: &[(Vec<(&str, String)>, u64)],
+) -> std::fmt::Result {
+    let mut m = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (labels, v) in rows {
+        if labels.is_empty() {
+            return ConstCounter::new(*v).encode(m);
+        }
+        ConstCounter::new(*v).encode(m.encode_family(labels)?)?;
+    }
+    Ok(())
+}
+
+fn gauge(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    rows: &[(Vec<(&str, String)>, i64)],
+) -> std::fmt::Result {
+    let mut m = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    for (labels, v) in rows {
+        if labels.is_empty() {
+            return ConstGauge::new(*v).encode(m);
+        }
+        ConstGauge::new(*v).encode(m.encode_family(labels)?)?;
+    }
+    Ok(())
+}
+
+impl Collector for FirewallCollector {
+    fn encode(&self, mut enc: DescriptorEncoder) -> std::fmt::Result {
+        let d = &self.daemon;
+        let load = |o: &AtomicU64| o.load(Ordering::Relaxed);
+        counter(
+            &mut enc,
+            "firewall_policy_reloads",
+            "Policy reloads by result.",
+            &[
+                (vec![("result", "ok".into())], load(&d.reloads_ok)),
+                (vec![("result", "error".into())], load(&d.reloads_error)),
+            ],
+        )?;
+        counter(
+            &mut enc,
+            "firewall_bans",
+            "Auto-bans issued.",
+            &[(vec![], load(&d.bans))],
+        )?;
+        let attached: Vec<_> = loader::attachments(&self.pin_dir)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|a| {
+                (
+                    vec![
+                        ("iface", a.iface.clone()),
+                        ("mode", a.mode.name().to_string()),
+                    ],
+                    1,
+                )
+            })
+            .collect();
+        gauge(
+            &mut enc,
+            "firewall_attached",
+            "1 for each interface the data plane is attached to.",
+            &attached,
+        )?;
+        // The data plane may be gone (detached): export what the daemon knows.
+        let Ok(maps) = Maps::open(&self.pin_dir) else {
+            return Ok(());
+        };
+        if let Ok(s) = stats::read(&maps) {
+            let rows = |f: fn(&stats::Count) -> u64| -> Vec<_> {
+                Verdict::ALL
+                    .iter()
+                    .map(|v| {
+                        (
+                            vec![("verdict", v.name().to_string())],
+                            f(&s.verdicts[v.name()]),
+                        )
+                    })
+                    .collect()
+            };
+            counter(
+                &mut enc,
+                "firewall_packets",
+                "Packets by verdict.",
+                &rows(|c| c.packets),
+            )?;
+            counter(
+                &mut enc,
+                "firewall_bytes",
+                "Bytes by verdict.",
+                &rows(|c| c.bytes),
+            )?;
+            let mut per_rule = Vec::new();
+            for (rule, by) in &s.rules {
+                for (v, c) in by {
+                    per_rule.push((
+                        vec![("rule", rule.clone()), ("verdict", v.to_string())],
+                        c.packets,
+                    ));
+                }
+            }
+            counter(
+                &mut enc,
+                "firewall_rule_packets",
+                "Packets matching each [[rule]], by verdict.",
+                &per_rule,
+            )?;
+            counter(
+                &mut enc,
+                "firewall_new_sources_admitted",
+                "Source prefixes given a bucket.",
+                &[(vec![], s.new_sources.admitted)],
+            )?;
+            counter(
+                &mut enc,
+                "firewall_new_sources_refused",
+                "Packets of unseen prefixes refused by the [flood] guard.",
+                &[(vec![], s.new_sources.refused)],
+            )?;
+            counter(
+                &mut enc,
+                "firewall_events_lost",
+                "Kernel events lost to a full ring buffer.",
+                &[(vec![], s.new_sources.events_lost)],
+            )?;
+        }
+        let tracked = maps.sources.keys().filter(|k| k.is_ok()).count() as i64;
+        gauge(
+            &mut enc,
+            "firewall_tracked_sources",
+            "Source prefixes in the per-source table.",
+            &[(vec![], tracked)],
+        )?;
+        gauge(
+            &mut enc,
+            "firewall_tracked_sources_capacity",
+            "Capacity of the per-source table.",
+            &[(vec![], SOURCES_CAPACITY as i64)],
+        )?;
+        let mut by_origin = [0i64; 4];
+        let now = crate::clock::mono_ns();
+        for (_, e) in maps.list_all(List::Block).unwrap_or_default() {
+            if e.expires_ns == 0 || e.expires_ns > now {
+                by_origin[Origin::from_u8(e.origin) as usize] += 1;
+            }
+        }
+        let rows: Vec<_> = Origin::ALL
+            .iter()
+            .map(|o| {
+                (
+                    vec![("origin", o.name().to_string())],
+                    by_origin[*o as usize],
+                )
+            })
+            .collect();
+        gauge(
+            &mut enc,
+            "firewall_blocklist_entries",
+            "Blocklist entries by origin.",
+            &rows,
+        )
+    }
+}
+
+pub fn registry(pin_dir: PathBuf, daemon: Arc<DaemonCounters>) -> Registry {
+    let mut r = Registry::default();
+    r.register_collector(Box::new(FirewallCollector { pin_dir, daemon }));
+    r
+}
+
+/// Serve `GET /metrics` (anything else: 404) until the task is dropped.
+pub async fn serve(listener: TcpListener, registry: Arc<Registry>) -> Result<()> {
+    loop {
+        let (mut sock, _) = listener
+            .accept()
+            .await
+            .context("accepting a metrics connection")?;
+        let registry = registry.clone();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 2048];
+            let n =
+                match tokio::time::timeout(std::time::Duration::from_secs(5), sock.read(&mut buf))
+                    .await
+                {
+                    Ok(Ok(n)) => n,
+                    _ => return,
+                };
+            let req = String::from_utf8_lossy(&buf[..n]);
+            let path = req.split_whitespace().nth(1).unwrap_or("");
+            let (status, ctype, body) = if req.starts_with("GET ")
+                && (path == "/metrics" || path.starts_with("/metrics?"))
+            {
+                // Map reads block: keep them off the async workers.
+                let body = tokio::task::spawn_blocking(move || {
+                    let mut s = String::new();
+                    prometheus_client::encoding::text::encode(&mut s, &registry).map(|_| s)
+                })
+                .await;
+                match body {
+                    Ok(Ok(s)) => (
+                        "200 OK",
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        s,
+                    ),
+                    _ => (
+                        "500 Internal Server Error",
+                        "text/plain",
+                        "encoding failed\n".into(),
+                    ),
+                }
+            } else {
+                ("404 Not Found", "text/plain", "try /metrics\n".into())
+            };
+            let head = format!("HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+            let _ = sock.write_all(head.as_bytes()).await;
+            let _ = sock.write_all(body.as_bytes()).await;
+            let _ = sock.shutdown().await;
+        });
+    }
+}

@@ -1,0 +1,371 @@
+//! `firewall run`: attach, apply the policy, then keep it: reloads, expiry,
+//! auto-bans, events and metrics. The data plane never depends on this
+//! process: on exit everything stays pinned and enforcing.
+
+pub mod autoban;
+pub mod events;
+pub mod metrics;
+
+use std::{
+    path::{Path, PathBuf},
+    sync::{atomic::Ordering, Arc},
+    time::{Duration, Instant, SystemTime},
+};
+
+use anyhow::{Context, Result};
+use aya::maps::{Map, MapData, RingBuf};
+use firewall_common::{event, maps as names, Event, ListEntry, Origin, Verdict};
+use serde_json::json;
+use tokio::{
+    io::unix::AsyncFd,
+    signal::unix::{signal, SignalKind},
+};
+
+use crate::{
+    addr::{addr_of, key_net},
+    apply::{apply, refresh_flags},
+    cli::RunArgs,
+    clock::{mono_ns, rfc3339},
+    commands,
+    error::bad,
+    lists::List,
+    loader,
+    maps::Maps,
+    policy::{self, Policy},
+    state::{self, DaemonState},
+    text::unfixed,
+};
+use events::EventLog;
+use metrics::DaemonCounters;
+
+/// Load and validate the policy file: problems are bad input.
+pub fn load_policy(path: &Path) -> Result<(Policy, Vec<policy::Problem>)> {
+    match policy::load(path) {
+        Err(e) => Err(bad(format!("cannot read policy {}: {e:#}", path.display()))),
+        Ok(Err(problems)) => Err(bad(format!(
+            "{} is not a valid policy:\n{}",
+            path.display(),
+            problems
+                .iter()
+                .map(|p| format!("  {p}"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        ))),
+        Ok(Ok(p)) => Ok(p),
+    }
+}
+
+struct Daemon {
+    pin_dir: PathBuf,
+    args: RunArgs,
+    maps: Maps,
+    log: EventLog,
+    counters: Arc<DaemonCounters>,
+    policy: Policy,
+    file_stamp: Option<(SystemTime, u64)>,
+    strikes: autoban::Strikes,
+    state: DaemonState,
+}
+
+fn stamp(p: &Path) -> Option<(SystemTime, u64)> {
+    let m = std::fs::metadata(p).ok()?;
+    Some((m.modified().ok()?, m.len()))
+}
+
+pub async fn run(pin_dir: &Path, args: RunArgs) -> Result<()> {
+    let (mut policy, warnings) = match &args.config {
+        Some(p) => load_policy(p)?,
+        None => (Policy::default(), Vec::new()),
+    };
+    for w in &warnings {
+        eprintln!("warning: {w}");
+    }
+    if args.monitor {
+        policy.defaults.monitor = true;
+    }
+    // Bind first: a taken port is reported before anything is attached.
+    let listener = tokio::net::TcpListener::bind(args.metrics_addr)
+        .await
+        .map_err(|e| {
+            bad(format!(
+                "cannot listen on --metrics-addr {}: {e}",
+                args.metrics_addr
+            ))
+        })?;
+    let log = EventLog::new(args.log_file.as_deref())?;
+    loader::ensure_bpffs(pin_dir)?;
+    let mut ebpf = loader::load(pin_dir)?;
+    let mut maps = Maps::open(pin_dir)?;
+    // The policy goes in before any new attachment, so no packet on a newly
+    // attached interface meets an empty policy.
+    apply(&mut maps, &policy).context("applying the policy")?;
+    for iface in &args.ifaces {
+        let a = loader::attach(&mut ebpf, pin_dir, iface, args.mode)?;
+        if a.fell_back {
+            eprintln!("warning: {iface} has no native XDP support; attached in generic (skb) mode");
+        }
+        log.emit(
+            "attach",
+            json!({"iface": iface, "mode": a.mode.name(), "replaced": a.replaced, "fallback": a.fell_back}),
+        );
+    }
+    let counters = Arc::new(DaemonCounters::default());
+    counters.reloads_ok.fetch_add(1, Ordering::Relaxed);
+    let registry = Arc::new(metrics::registry(pin_dir.to_path_buf(), counters.clone()));
+    let server = tokio::spawn(metrics::serve(listener, registry));
+    let st = DaemonState {
+        pid: std::process::id(),
+        config: args
+            .config
+            .as_ref()
+            .map(|c| std::fs::canonicalize(c).unwrap_or(c.clone())),
+        started: rfc3339(SystemTime::now()),
+        metrics_addr: args.metrics_addr.to_string(),
+        last_reload: None,
+        last_reload_ok: true,
+    };
+    state::write(pin_dir, &st).context("writing controller state")?;
+    let cfg = maps.config()?;
+    log.emit(
+        "start",
+        json!({
+            "version": env!("CARGO_PKG_VERSION"), "pid": std::process::id(),
+            "ifaces": args.ifaces, "mode": args.mode.name(), "pin_dir": pin_dir,
+            "config": args.config, "generation": cfg.generation,
+            "enforcement": if policy.defaults.monitor { "monitor" } else { "enforce" },
+            "metrics_addr": args.metrics_addr.to_string(),
+        }),
+    );
+    let mut d = Daemon {
+        pin_dir: pin_dir.to_path_buf(),
+        file_stamp: args.config.as_deref().and_then(stamp),
+        args,
+        maps,
+        log,
+        counters,
+        policy,
+        strikes: autoban::Strikes::default(),
+        state: st,
+    };
+    // The program objects are not needed any more: links and maps are pinned.
+    drop(ebpf);
+    let result = d.main_loop().await;
+    server.abort();
+    d.log.emit(
+        "stop",
+        json!({"pid": std::process::id(), "data_plane": "attached"}),
+    );
+    result
+}
+
+impl Daemon {
+    async fn main_loop(&mut self) -> Result<()> {
+        let mut sigint = signal(SignalKind::interrupt())?;
+        let mut sigterm = signal(SignalKind::terminate())?;
+        let mut sighup = signal(SignalKind::hangup())?;
+        let ring: RingBuf<MapData> =
+            Map::from_map_data(MapData::from_pin(self.pin_dir.join(names::EVENTS))?)?.try_into()?;
+        // SAFETY: the RingBuf owns its map fd and keeps it open, unchanged,
+        // for as long as the AsyncFd owns the RingBuf.
+        #[allow(unsafe_code)]
+        let mut ring =
+            unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
+                .map_err(|e| anyhow::anyhow!("polling the event ring buffer: {e}"))?;
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            tokio::select! {
+                _ = sigint.recv() => return Ok(()),
+                _ = sigterm.recv() => return Ok(()),
+                _ = sighup.recv() => self.reload("SIGHUP"),
+                _ = tick.tick() => self.housekeeping(),
+                guard = ring.readable_mut() => {
+                    let mut guard = guard?;
+                    let mut batch = Vec::new();
+                    while let Some(item) = guard.get_inner_mut().next() {
+                        if item.len() >= std::mem::size_of::<Event>() {
+                            // SAFETY: the ring buffer holds `Event`s written by
+                            // the program; the length was checked.
+                            #[allow(unsafe_code)]
+                            batch.push(unsafe { std::ptr::read_unaligned(item.as_ptr() as *const Event) });
+                        }
+                    }
+                    guard.clear_ready();
+                    for ev in batch {
+                        self.kernel_event(&ev);
+                    }
+                }
+            }
+        }
+    }
+
+    fn housekeeping(&mut self) {
+        if let Some(path) = self.args.config.clone() {
+            let now = stamp(&path);
+            if now != self.file_stamp {
+                self.file_stamp = now;
+                self.reload("file changed");
+            }
+        }
+        if let Err(e) = self.expire() {
+            eprintln!("error: expiring entries: {e:#}");
+        }
+        if let Some(ab) = &self.policy.autoban {
+            self.strikes.decay(ab, Instant::now());
+        }
+    }
+
+    fn reload(&mut self, why: &str) {
+        let Some(path) = self.args.config.clone() else {
+            self.log.emit(
+                "reload",
+                json!({"result": "ok", "reason": why, "note": "no policy file; defaults in force"}),
+            );
+            return;
+        };
+        self.file_stamp = stamp(&path);
+        let result = load_policy(&path).and_then(|(mut p, _)| {
+            if self.args.monitor {
+                p.defaults.monitor = true;
+            }
+            apply(&mut self.maps, &p)?;
+            Ok(p)
+        });
+        self.state.last_reload = Some(rfc3339(SystemTime::now()));
+        match result {
+            Ok(p) => {
+                self.policy = p;
+                self.counters.reloads_ok.fetch_add(1, Ordering::Relaxed);
+                self.state.last_reload_ok = true;
+                let generation = self.maps.config().map(|c| c.generation).unwrap_or(0);
+                self.log.emit("reload", json!({"result": "ok", "reason": why, "config": path, "generation": generation}));
+            }
+            Err(e) => {
+                self.counters.reloads_error.fetch_add(1, Ordering::Relaxed);
+                self.state.last_reload_ok = false;
+                let errors: Vec<String> = format!("{e:#}")
+                    .lines()
+                    .skip(1)
+                    .map(|l| l.trim().to_string())
+                    .collect();
+                eprintln!("error: reload rejected, the policy in force stays: {e:#}");
+                self.log.emit(
+                    "reload",
+                    json!({"result": "error", "reason": why, "config": path, "errors": errors}),
+                );
+            }
+        }
+        let _ = state::write(&self.pin_dir, &self.state);
+    }
+
+    /// Remove expired blocks and allows (the program already ignores them).
+    fn expire(&mut self) -> Result<()> {
+        let now = mono_ns();
+        let mut changed = false;
+        for list in [List::Block, List::Allow] {
+            for (net, e) in self.maps.list_all(list)? {
+                if e.expires_ns == 0 || e.expires_ns > now {
+                    continue;
+                }
+                if e.in_file != 0 {
+                    let back = ListEntry {
+                        origin: Origin::Config as u8,
+                        in_file: 1,
+                        hits: e.hits,
+                        ..Default::default()
+                    };
+                    self.maps.list_put(list, &net, back)?;
+                } else {
+                    self.maps.list_del(list, &net)?;
+                }
+                changed = true;
+                let origin = Origin::from_u8(e.origin);
+                let name = if origin == Origin::Autoban {
+                    "unban"
+                } else {
+                    "expire"
+                };
+                self.log.emit(name, json!({"list": list.name(), "prefix": net.to_string(), "origin": origin.name()}));
+            }
+        }
+        if changed {
+            refresh_flags(&mut self.maps)?;
+        }
+        Ok(())
+    }
+
+    fn kernel_event(&mut self, ev: &Event) {
+        let cfg = match self.maps.config() {
+            Ok(c) => c,
+            Err(_) => return,
+        };
+        let prefix_len = if ev.key.family == 4 {
+            cfg.ipv4_prefix
+        } else {
+            cfg.ipv6_prefix
+        };
+        let net = key_net(&ev.key, prefix_len);
+        let src = addr_of(ev.key.family, &ev.src);
+        let verdict = Verdict::ALL
+            .get(ev.verdict as usize)
+            .map(|v| v.name())
+            .unwrap_or("?");
+        let rule = (ev.key.rule > 0)
+            .then(|| {
+                self.maps
+                    .rules
+                    .get(&(ev.key.rule as u32 - 1), 0)
+                    .ok()
+                    .map(|r| unfixed(&r.name))
+            })
+            .flatten();
+        match ev.kind {
+            event::FIRST_DROP => {
+                let monitor = cfg.flags & firewall_common::flags::MONITOR != 0;
+                self.log.emit(
+                    "drop",
+                    json!({"src": src.to_string(), "prefix": net.to_string(), "verdict": verdict,
+                           "rule": rule, "monitor": monitor}),
+                );
+            }
+            event::AUTOBAN => {
+                if let Err(e) = self.ban(net, src, rule) {
+                    eprintln!("error: banning {net}: {e:#}");
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn ban(
+        &mut self,
+        net: ipnet::IpNet,
+        src: std::net::IpAddr,
+        rule: Option<String>,
+    ) -> Result<()> {
+        let Some(ab) = self.policy.autoban.clone() else {
+            return Ok(());
+        };
+        if let Some(e) = self.maps.list_get(List::Block, &net)? {
+            if e.origin != Origin::Autoban as u8 {
+                return Ok(()); // Already blocked for good by hand, file or import.
+            }
+        }
+        let ttl = self.strikes.ban(&ab, net, Instant::now());
+        commands::lists::add(
+            &mut self.maps,
+            List::Block,
+            &[net],
+            Origin::Autoban,
+            Some(ttl),
+            Some("autoban"),
+        )?;
+        self.counters.bans.fetch_add(1, Ordering::Relaxed);
+        self.log.emit(
+            "ban",
+            json!({"src": src.to_string(), "prefix": net.to_string(), "rule": rule,
+                   "ttl": humantime::format_duration(ttl).to_string(), "ttl_secs": ttl.as_secs(),
+                   "reason": format!("{} rate-limited drops within {}", ab.drops, humantime::format_duration(ab.window))}),
+        );
+        Ok(())
+    }
+}
