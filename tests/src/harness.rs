@@ -1,0 +1,120 @@
+//! BPF_PROG_TEST_RUN harness: the real data-plane object, loaded into the
+//! running kernel with its maps pinned in a private directory, the policy
+//! written by the controller's own `apply`, and packets run through the XDP
+//! or TC program one call at a time.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use aya::{
+    programs::{ProgramError, SchedClassifier, TestRun, TestRunOptions, Xdp},
+    Ebpf,
+};
+use firewall_common::{maps as names, Counter, Verdict, N_VERDICTS};
+use firewall_user::{apply::apply, loader, maps::Maps, policy::Policy};
+
+pub const XDP_DROP: u32 = 1;
+pub const XDP_PASS: u32 = 2;
+pub const TC_ACT_OK: u32 = 0;
+pub const TC_ACT_SHOT: u32 = 2;
+
+/// Which attach point a packet is run through.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hook {
+    Xdp,
+    Tc,
+}
+
+impl Hook {
+    /// The program's return value for a verdict that passes or drops.
+    pub fn action(self, drops: bool) -> u32 {
+        match (self, drops) {
+            (Hook::Xdp, false) => XDP_PASS,
+            (Hook::Xdp, true) => XDP_DROP,
+            (Hook::Tc, false) => TC_ACT_OK,
+            (Hook::Tc, true) => TC_ACT_SHOT,
+        }
+    }
+}
+
+pub struct Harness {
+    pub pin_dir: PathBuf,
+    ebpf: Ebpf,
+    pub maps: Maps,
+}
+
+impl Harness {
+    /// Load the object into a fresh pin directory and apply `policy`.
+    pub fn new(policy: &Policy) -> Result<Self> {
+        pin_to_one_cpu();
+        let pin_dir = PathBuf::from(format!("/sys/fs/bpf/fwfix-{}", crate::unique_id()));
+        loader::ensure_bpffs(&pin_dir)?;
+        let ebpf = loader::load(&pin_dir)?;
+        let mut maps = Maps::open(&pin_dir)?;
+        apply(&mut maps, policy).context("applying the fixture policy")?;
+        Ok(Harness { pin_dir, ebpf, maps })
+    }
+
+    /// Run `frame` `repeat` times; the program's return value (of the last run).
+    pub fn run(&mut self, hook: Hook, frame: &[u8], repeat: u32) -> Result<u32, ProgramError> {
+        let mut opts = TestRunOptions::default();
+        opts.data_in = Some(frame);
+        opts.repeat = repeat.max(1);
+        let r = match hook {
+            Hook::Xdp => {
+                let p: &mut Xdp = self.ebpf.program_mut(names::PROG_XDP).unwrap().try_into()?;
+                p.test_run(opts)?
+            }
+            Hook::Tc => {
+                let p: &mut SchedClassifier =
+                    self.ebpf.program_mut(names::PROG_TC).unwrap().try_into()?;
+                p.test_run(opts)?
+            }
+        };
+        Ok(r.return_value)
+    }
+
+    /// Counters per verdict, summed over CPUs.
+    pub fn counters(&self) -> Vec<Counter> {
+        self.maps.verdict_totals().expect("reading counters")
+    }
+
+    pub fn packets(&self, v: Verdict) -> u64 {
+        self.counters()[v as usize].packets
+    }
+
+    /// Apply another policy to the loaded program (as a reload would).
+    pub fn apply(&mut self, policy: &Policy) -> Result<()> {
+        apply(&mut self.maps, policy)
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        // Nothing is attached: detach only unpins the maps.
+        let _ = loader::detach(&self.pin_dir, None);
+    }
+}
+
+/// Per-CPU state (buckets of the flood guard) must not move between CPUs in
+/// the middle of a fixture: run the calling thread on one CPU.
+fn pin_to_one_cpu() {
+    // SAFETY: sched_setaffinity reads a zeroed, properly sized cpu_set_t.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(0, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
+/// Difference of two counter snapshots, per verdict: (packets, bytes).
+pub fn delta(before: &[Counter], after: &[Counter]) -> Vec<(u64, u64)> {
+    (0..N_VERDICTS as usize)
+        .map(|i| {
+            (
+                after[i].packets - before[i].packets,
+                after[i].bytes - before[i].bytes,
+            )
+        })
+        .collect()
+}
