@@ -1,0 +1,211 @@
+//! Behaviour of the real program over time and across policy changes,
+//! through BPF_PROG_TEST_RUN (packet in, verdict and counters out).
+
+use std::{
+    net::{IpAddr, Ipv4Addr},
+    time::Duration,
+};
+
+use firewall_common::{Bucket, Limit, ListEntry, Origin, Verdict};
+use firewall_user::{
+    clock::mono_ns,
+    commands::{limits, lists},
+    lists::List,
+    policy,
+};
+use tests::{
+    harness::{Harness, Hook},
+    packet::Frame,
+};
+
+fn udp_from(src: [u8; 4]) -> Vec<u8> {
+    Frame::ip(IpAddr::V4(Ipv4Addr::from(src)), IpAddr::V4(Ipv4Addr::new(198, 51, 100, 1)))
+        .udp(40000, 9000, 18)
+        .build()
+}
+
+fn harness(toml: &str) -> Harness {
+    Harness::new(&policy::parse(toml).expect("valid policy").0).expect("loading the data plane")
+}
+
+/// Float reference: the textbook token bucket.
+fn reference(rate: f64, burst: f64, arrivals: &[u64]) -> u64 {
+    let mut tokens = burst;
+    let mut last = arrivals[0];
+    let mut admitted = 0;
+    for &t in arrivals {
+        tokens = (tokens + t.saturating_sub(last) as f64 * rate / 1e9).min(burst);
+        last = last.max(t);
+        if tokens >= 1.0 {
+            tokens -= 1.0;
+            admitted += 1;
+        }
+    }
+    admitted
+}
+
+#[test]
+fn timed_sequence_matches_the_reference_model() {
+    if !tests::privileged("timed_sequence_matches_the_reference_model") {
+        return;
+    }
+    let (rate, burst) = (200u64, 10u64);
+    let mut h = harness(&format!("[defaults]\nrate = {rate}\nburst = {burst}\n"));
+    let frame = udp_from([198, 51, 100, 7]);
+    // Bursts of 0..=7 packets separated by 2..=14 ms: sometimes under the
+    // rate, sometimes far over it. Every packet's time is taken around its
+    // own test run, so the model sees (almost) the kernel's clock.
+    let mut arrivals = Vec::new();
+    let mut admitted = 0u64;
+    let mut stamps_err = 0u64;
+    for round in 0..120u64 {
+        for _ in 0..(round * 7 % 8) {
+            let t0 = mono_ns();
+            let rv = h.run(Hook::Xdp, &frame, 1).expect("test run");
+            let t1 = mono_ns();
+            arrivals.push((t0 + t1) / 2);
+            stamps_err = stamps_err.max(t1 - t0);
+            admitted += (rv == tests::harness::XDP_PASS) as u64;
+        }
+        std::thread::sleep(Duration::from_millis(2 + round * 5 % 13));
+    }
+    let model_float = reference(rate as f64, burst as f64, &arrivals);
+    let limit = Limit::new(rate, burst).unwrap();
+    let mut b = Bucket::full(&limit, arrivals[0]);
+    let model_fixed = arrivals.iter().filter(|t| b.admit(&limit, **t)).count() as u64;
+    let span = (arrivals[arrivals.len() - 1] - arrivals[0]) as f64 / 1e9;
+    println!(
+        "{} packets over {span:.2}s: kernel admitted {admitted}, fixed-point model {model_fixed}, float model {model_float} (timestamp uncertainty {stamps_err} ns)",
+        arrivals.len()
+    );
+    assert_eq!(h.packets(Verdict::Passed), admitted);
+    assert_eq!(h.packets(Verdict::RateLimited), arrivals.len() as u64 - admitted);
+    assert!(admitted < arrivals.len() as u64, "the sequence must exceed the rate to test anything");
+    // Timestamps are known to within a few microseconds; at 200/s a token
+    // takes 5 ms, so the kernel and the models may differ by a token or two.
+    assert!(admitted.abs_diff(model_fixed) <= 2, "kernel {admitted} vs model {model_fixed}");
+    assert!(admitted.abs_diff(model_float) <= 2, "kernel {admitted} vs float model {model_float}");
+    assert!(admitted as f64 <= burst as f64 + rate as f64 * span + 1.0);
+}
+
+#[test]
+fn flood_guard_caps_new_sources_and_spares_known_ones() {
+    if !tests::privileged("flood_guard_caps_new_sources_and_spares_known_ones") {
+        return;
+    }
+    let cpus = aya::util::nr_cpus().unwrap() as u64;
+    // Each CPU gets an equal share of the budget; the harness runs on one CPU.
+    let share = 5;
+    let mut h = harness(&format!(
+        "block = [\"203.0.113.0/24\"]\n[defaults]\nrate = 1000\nburst = 100\n[flood]\nnew_sources_rate = {}\nnew_sources_burst = {}\n",
+        cpus, share * cpus
+    ));
+    let known = udp_from([198, 51, 100, 2]);
+    assert_eq!(h.run(Hook::Xdp, &known, 1).unwrap(), tests::harness::XDP_PASS);
+    // A spoofed flood: every packet from a new address.
+    let mut passed = 0;
+    for i in 0..200u32 {
+        let b = (i + 1000).to_be_bytes();
+        if h.run(Hook::Xdp, &udp_from([10, b[1], b[2], b[3]]), 1).unwrap() == tests::harness::XDP_PASS {
+            passed += 1;
+        }
+    }
+    // The share (minus the known source's admission) plus at most a token
+    // refilled at 1/s during the loop.
+    assert!((share - 1..=share + 1).contains(&passed), "{passed} spoofed sources passed");
+    let stats = firewall_user::commands::stats::read(&h.maps).unwrap();
+    assert_eq!(stats.new_sources.refused, 200 - passed);
+    // The known source keeps its own bucket.
+    for _ in 0..50 {
+        assert_eq!(h.run(Hook::Xdp, &known, 1).unwrap(), tests::harness::XDP_PASS);
+    }
+    // Blocklist decisions do not depend on the budget.
+    for i in 0..20u8 {
+        assert_eq!(h.run(Hook::Xdp, &udp_from([203, 0, 113, i]), 1).unwrap(), tests::harness::XDP_DROP);
+    }
+    assert_eq!(h.packets(Verdict::Blocked), 20);
+    // Refused sources got no bucket: the table holds the admitted ones only.
+    let tracked = h.maps.sources.keys().count() as u64;
+    assert!(tracked <= share + 1, "{tracked} entries");
+}
+
+#[test]
+fn policy_changes_apply_to_tracked_sources_on_their_next_packet() {
+    if !tests::privileged("policy_changes_apply_to_tracked_sources_on_their_next_packet") {
+        return;
+    }
+    let mut h = harness("[defaults]\nrate = 1\nburst = 3\n");
+    let f = udp_from([198, 51, 100, 9]);
+    let net = "198.51.100.9/32".parse().unwrap();
+    assert_eq!(h.run(Hook::Xdp, &f, 1).unwrap(), tests::harness::XDP_PASS);
+    // Block it: the cached classification is dropped by the generation bump.
+    lists::add(&mut h.maps, List::Block, &[net], Origin::Manual, None, None).unwrap();
+    assert_eq!(h.run(Hook::Xdp, &f, 1).unwrap(), tests::harness::XDP_DROP);
+    assert_eq!(h.packets(Verdict::Blocked), 1);
+    lists::del(&mut h.maps, List::Block, &[net]).unwrap();
+    assert_eq!(h.run(Hook::Xdp, &f, 1).unwrap(), tests::harness::XDP_PASS);
+    // At 1/s the bucket is nearly empty; a class of 1000/s refills it
+    // within 30 ms, which the old limit would take 20 s to do.
+    limits::set(&mut h.maps, Some("198.51.100.0/24"), 1000, 50).unwrap();
+    std::thread::sleep(Duration::from_millis(30));
+    let before = h.packets(Verdict::Passed);
+    for _ in 0..20 {
+        h.run(Hook::Xdp, &f, 1).unwrap();
+    }
+    assert!(h.packets(Verdict::Passed) - before >= 19, "new class limit not applied");
+    // Allowlisting bypasses the (now empty) bucket.
+    lists::add(&mut h.maps, List::Allow, &["198.51.100.0/24".parse().unwrap()], Origin::Manual, None, None).unwrap();
+    for _ in 0..100 {
+        assert_eq!(h.run(Hook::Xdp, &f, 1).unwrap(), tests::harness::XDP_PASS);
+    }
+    assert_eq!(h.packets(Verdict::Allowed), 100);
+}
+
+#[test]
+fn expired_blocks_stop_matching_at_once() {
+    if !tests::privileged("expired_blocks_stop_matching_at_once") {
+        return;
+    }
+    let mut h = harness("");
+    let f = udp_from([203, 0, 113, 50]);
+    let net = "203.0.113.50/32".parse().unwrap();
+    let entry = |expires_ns| ListEntry { expires_ns, origin: Origin::Manual as u8, ..Default::default() };
+    h.maps.list_put(List::Block, &net, entry(mono_ns() + 300_000_000)).unwrap();
+    firewall_user::apply::refresh_flags(&mut h.maps).unwrap();
+    assert_eq!(h.run(Hook::Xdp, &f, 1).unwrap(), tests::harness::XDP_DROP);
+    std::thread::sleep(Duration::from_millis(350));
+    // The program checks the expiry itself: no controller involved.
+    assert_eq!(h.run(Hook::Xdp, &f, 1).unwrap(), tests::harness::XDP_PASS);
+    assert_eq!((h.packets(Verdict::Blocked), h.packets(Verdict::Passed)), (1, 1));
+}
+
+#[test]
+fn entries_narrower_than_the_aggregation_prefix_are_exact() {
+    if !tests::privileged("entries_narrower_than_the_aggregation_prefix_are_exact") {
+        return;
+    }
+    // Sources aggregate to /24, yet a /32 block must hit only its address.
+    let mut h = harness("block = [\"198.51.100.66\"]\n[defaults]\nipv4_prefix = 24\nrate = 1000\nburst = 1000\n");
+    for _ in 0..3 {
+        assert_eq!(h.run(Hook::Xdp, &udp_from([198, 51, 100, 65]), 1).unwrap(), tests::harness::XDP_PASS);
+        assert_eq!(h.run(Hook::Xdp, &udp_from([198, 51, 100, 66]), 1).unwrap(), tests::harness::XDP_DROP);
+    }
+}
+
+#[test]
+fn monitor_mode_counts_would_drop_and_passes() {
+    if !tests::privileged("monitor_mode_counts_would_drop_and_passes") {
+        return;
+    }
+    let mut h = harness("block = [\"203.0.113.0/24\"]\n[defaults]\nrate = 1\nburst = 1\nmode = \"monitor\"\n");
+    for hook in [Hook::Xdp, Hook::Tc] {
+        assert_eq!(h.run(hook, &udp_from([203, 0, 113, 1]), 1).unwrap(), hook.action(false));
+    }
+    let f = udp_from([198, 51, 100, 3]);
+    for _ in 0..5 {
+        assert_eq!(h.run(Hook::Xdp, &f, 1).unwrap(), tests::harness::XDP_PASS);
+    }
+    assert_eq!(h.packets(Verdict::WouldDrop), 2 + 4);
+    assert_eq!(h.packets(Verdict::Passed), 1);
+    assert_eq!(h.packets(Verdict::Blocked) + h.packets(Verdict::RateLimited), 0);
+}
