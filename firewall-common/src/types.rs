@@ -102,7 +102,9 @@ pub struct Config {
     pub ipv4_prefix: u8,
     pub ipv6_prefix: u8,
     pub rule_count: u8,
-    pub _pad: [u8; 5],
+    /// Which set of tries this config goes with (its own slot index).
+    pub set: u8,
+    pub _pad: [u8; 4],
     pub default_limit: Limit,
     /// Per-CPU share of the gateway-wide budget for new source prefixes.
     pub flood_limit: Limit,
@@ -118,6 +120,9 @@ pub struct Config {
     /// `default_limit` is the manual one when set. Not read by the program.
     pub file_default: Limit,
     pub manual_default: Limit,
+    /// Earliest expiry among list entries (0 = none): the controller scans
+    /// the lists only once it has passed. Not read by the program.
+    pub next_expiry_ns: u64,
 }
 
 /// An LPM trie key's data for IPv4/IPv6 (the prefix length precedes it).
@@ -282,7 +287,7 @@ pub struct Event {
 
 const _: () = {
     assert!(core::mem::size_of::<Counter>() == 16);
-    assert!(core::mem::size_of::<Config>() == 120);
+    assert!(core::mem::size_of::<Config>() == 128);
     assert!(core::mem::size_of::<ListEntry>() == 56);
     assert!(core::mem::size_of::<LimitEntry>() == 40);
     assert!(core::mem::size_of::<Rule>() == 56);

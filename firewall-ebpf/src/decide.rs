@@ -26,7 +26,7 @@ pub fn decide(data: usize, end: usize, len: u64) -> Verdict {
     let (verdict, rule) = match parse(data, end) {
         Err(_) => (Verdict::Malformed, NO_RULE),
         Ok(Frame::NotIp) => (Verdict::Passed, NO_RULE),
-        Ok(Frame::Ip(pkt)) => match CONFIG.get(0) {
+        Ok(Frame::Ip(pkt)) => match CONFIG.get(ACTIVE.get(0).copied().unwrap_or(0) & 1) {
             Some(cfg) if cfg.flags & flags::READY != 0 => ip(cfg, &pkt),
             // No policy written yet: nothing to enforce.
             _ => (Verdict::Passed, NO_RULE),
@@ -103,7 +103,9 @@ fn first_rule(cfg: &Config, pkt: &Packet) -> u32 {
         if i >= n {
             break;
         }
-        let Some(r) = RULES.get(i) else { break };
+        let Some(r) = RULES.get(rule_slot(cfg, i)) else {
+            break;
+        };
         if r.protocol != PROTO_ANY && r.protocol != pkt.proto {
             // ICMP rules cover ICMPv6 too.
             if !(r.protocol == 1 && pkt.proto == 58) {
@@ -120,6 +122,12 @@ fn first_rule(cfg: &Config, pkt: &Packet) -> u32 {
         return i;
     }
     NO_RULE
+}
+
+/// Index in `RULES` of rule `i` of this config's slot.
+#[inline(always)]
+fn rule_slot(cfg: &Config, i: u32) -> u32 {
+    (cfg.set as u32 & 1) * firewall_common::maps::MAX_RULES + i
 }
 
 /// The source aggregated to its prefix, keyed by rule.
@@ -206,16 +214,26 @@ fn classify(
     }
     let mut limit = cfg.default_limit;
     if rule != NO_RULE {
-        if let Some(r) = RULES.get(rule) {
+        if let Some(r) = RULES.get(rule_slot(cfg, rule)) {
             limit = r.limit;
         }
     } else if pkt.family == 4 && cfg.flags & flags::LIMIT_V4 != 0 {
         let k = Key::new(32, [key.addr[0], key.addr[1], key.addr[2], key.addr[3]]);
-        if let Some(e) = LIMIT_V4.get(&k) {
+        let trie = if cfg.set == 0 {
+            &LIMIT_V4_0
+        } else {
+            &LIMIT_V4_1
+        };
+        if let Some(e) = trie.get(&k) {
             limit = e.limit;
         }
     } else if pkt.family == 6 && cfg.flags & flags::LIMIT_V6 != 0 {
-        if let Some(e) = LIMIT_V6.get(&Key::new(128, key.addr)) {
+        let trie = if cfg.set == 0 {
+            &LIMIT_V6_0
+        } else {
+            &LIMIT_V6_1
+        };
+        if let Some(e) = trie.get(&Key::new(128, key.addr)) {
             limit = e.limit;
         }
     }
@@ -242,9 +260,23 @@ fn list_match(cfg: &Config, pkt: &Packet, now: u64, allow: bool) -> Option<u64> 
         }
         let k = Key::new(32, [pkt.src[0], pkt.src[1], pkt.src[2], pkt.src[3]]);
         if allow {
-            lookup_mut(&ALLOW_V4, &k)
+            lookup_mut(
+                if cfg.set == 0 {
+                    &ALLOW_V4_0
+                } else {
+                    &ALLOW_V4_1
+                },
+                &k,
+            )
         } else {
-            lookup_mut(&BLOCK_V4, &k)
+            lookup_mut(
+                if cfg.set == 0 {
+                    &BLOCK_V4_0
+                } else {
+                    &BLOCK_V4_1
+                },
+                &k,
+            )
         }
     } else {
         let flag = if allow {
@@ -257,9 +289,23 @@ fn list_match(cfg: &Config, pkt: &Packet, now: u64, allow: bool) -> Option<u64> 
         }
         let k = Key::new(128, pkt.src);
         if allow {
-            lookup_mut(&ALLOW_V6, &k)
+            lookup_mut(
+                if cfg.set == 0 {
+                    &ALLOW_V6_0
+                } else {
+                    &ALLOW_V6_1
+                },
+                &k,
+            )
         } else {
-            lookup_mut(&BLOCK_V6, &k)
+            lookup_mut(
+                if cfg.set == 0 {
+                    &BLOCK_V6_0
+                } else {
+                    &BLOCK_V6_1
+                },
+                &k,
+            )
         }
     };
     if entry.is_null() {

@@ -13,7 +13,10 @@ use firewall_common::{
 };
 
 #[map(name = "FW_CONFIG")]
-pub static CONFIG: Array<Config> = Array::pinned(1, 0);
+pub static CONFIG: Array<Config> = Array::pinned(2, 0);
+
+#[map(name = "FW_ACTIVE")]
+pub static ACTIVE: Array<u32> = Array::pinned(1, 0);
 
 #[map(name = "FW_COUNTERS")]
 pub static COUNTERS: PerCpuArray<Counter> = PerCpuArray::pinned(N_VERDICTS, 0);
@@ -27,26 +30,45 @@ pub static STATS: PerCpuArray<u64> = PerCpuArray::pinned(N_STATS, 0);
 #[map(name = "FW_SOURCES")]
 pub static SOURCES: LruHashMap<SourceKey, SourceState> = LruHashMap::pinned(SOURCES_CAPACITY, 0);
 
-#[map(name = "FW_ALLOW_V4")]
-pub static ALLOW_V4: LpmTrie<AddrV4, ListEntry> = LpmTrie::pinned(LIST_CAPACITY, 0);
+#[map(name = "FW_ALLOW4_0")]
+pub static ALLOW_V4_0: LpmTrie<AddrV4, ListEntry> = LpmTrie::pinned(LIST_CAPACITY, 0);
 
-#[map(name = "FW_ALLOW_V6")]
-pub static ALLOW_V6: LpmTrie<AddrV6, ListEntry> = LpmTrie::pinned(LIST_CAPACITY, 0);
+#[map(name = "FW_ALLOW4_1")]
+pub static ALLOW_V4_1: LpmTrie<AddrV4, ListEntry> = LpmTrie::pinned(LIST_CAPACITY, 0);
 
-#[map(name = "FW_BLOCK_V4")]
-pub static BLOCK_V4: LpmTrie<AddrV4, ListEntry> = LpmTrie::pinned(LIST_CAPACITY, 0);
+#[map(name = "FW_ALLOW6_0")]
+pub static ALLOW_V6_0: LpmTrie<AddrV6, ListEntry> = LpmTrie::pinned(LIST_CAPACITY, 0);
 
-#[map(name = "FW_BLOCK_V6")]
-pub static BLOCK_V6: LpmTrie<AddrV6, ListEntry> = LpmTrie::pinned(LIST_CAPACITY, 0);
+#[map(name = "FW_ALLOW6_1")]
+pub static ALLOW_V6_1: LpmTrie<AddrV6, ListEntry> = LpmTrie::pinned(LIST_CAPACITY, 0);
 
-#[map(name = "FW_LIMIT_V4")]
-pub static LIMIT_V4: LpmTrie<AddrV4, LimitEntry> = LpmTrie::pinned(LIMIT_CAPACITY, 0);
+#[map(name = "FW_BLOCK4_0")]
+pub static BLOCK_V4_0: LpmTrie<AddrV4, ListEntry> = LpmTrie::pinned(LIST_CAPACITY, 0);
 
-#[map(name = "FW_LIMIT_V6")]
-pub static LIMIT_V6: LpmTrie<AddrV6, LimitEntry> = LpmTrie::pinned(LIMIT_CAPACITY, 0);
+#[map(name = "FW_BLOCK4_1")]
+pub static BLOCK_V4_1: LpmTrie<AddrV4, ListEntry> = LpmTrie::pinned(LIST_CAPACITY, 0);
 
+#[map(name = "FW_BLOCK6_0")]
+pub static BLOCK_V6_0: LpmTrie<AddrV6, ListEntry> = LpmTrie::pinned(LIST_CAPACITY, 0);
+
+#[map(name = "FW_BLOCK6_1")]
+pub static BLOCK_V6_1: LpmTrie<AddrV6, ListEntry> = LpmTrie::pinned(LIST_CAPACITY, 0);
+
+#[map(name = "FW_LIMIT4_0")]
+pub static LIMIT_V4_0: LpmTrie<AddrV4, LimitEntry> = LpmTrie::pinned(LIMIT_CAPACITY, 0);
+
+#[map(name = "FW_LIMIT4_1")]
+pub static LIMIT_V4_1: LpmTrie<AddrV4, LimitEntry> = LpmTrie::pinned(LIMIT_CAPACITY, 0);
+
+#[map(name = "FW_LIMIT6_0")]
+pub static LIMIT_V6_0: LpmTrie<AddrV6, LimitEntry> = LpmTrie::pinned(LIMIT_CAPACITY, 0);
+
+#[map(name = "FW_LIMIT6_1")]
+pub static LIMIT_V6_1: LpmTrie<AddrV6, LimitEntry> = LpmTrie::pinned(LIMIT_CAPACITY, 0);
+
+/// Rules of config slot `s` are at `s * MAX_RULES ..`.
 #[map(name = "FW_RULES")]
-pub static RULES: Array<Rule> = Array::pinned(MAX_RULES, 0);
+pub static RULES: Array<Rule> = Array::pinned(2 * MAX_RULES, 0);
 
 /// Per-CPU buckets: new-source admissions and event emission.
 #[map(name = "FW_FLOOD")]

@@ -32,102 +32,129 @@ pub fn per_cpu_share(total: u64, cpus: u64) -> u64 {
     total.div_ceil(cpus.max(1)).max(1)
 }
 
+/// Apply a whole policy atomically: stage the lists, limit classes, rules
+/// and config in the inactive set, flip, then bring the other set in line.
 pub fn apply(maps: &mut Maps, policy: &Policy) -> Result<()> {
-    sync_list(maps, List::Allow, &policy.allow)?;
-    sync_list(maps, List::Block, &policy.block)?;
-    sync_limits(maps, policy)?;
-    write_rules(maps, policy)?;
-    let mut cfg = maps.config()?;
+    let allow = desired_list(maps, List::Allow, &policy.allow)?;
+    let block = desired_list(maps, List::Block, &policy.block)?;
+    let limits = desired_limits(maps, policy)?;
     let cpus = aya::util::nr_cpus().map_err(|(m, e)| anyhow::anyhow!("{m}: {e}"))? as u64;
     let d = &policy.defaults;
-    cfg.ipv4_prefix = d.ipv4_prefix;
-    cfg.ipv6_prefix = d.ipv6_prefix;
-    cfg.rule_count = policy.rules.len() as u8;
-    cfg.file_default = limit(d.rate, d.burst)?;
-    cfg.default_limit = if cfg.manual_default.is_set() {
-        cfg.manual_default
-    } else {
-        cfg.file_default
-    };
-    cfg.flood_limit = limit(
+    let file_default = limit(d.rate, d.burst)?;
+    let flood_limit = limit(
         per_cpu_share(policy.flood.new_sources_rate, cpus),
         per_cpu_share(policy.flood.new_sources_burst, cpus),
     )?;
-    cfg.event_limit = limit(EVENT_RATE, EVENT_BURST)?;
-    cfg.event_quiet_ns = EVENT_QUIET_NS;
-    cfg.flags &= !(flags::MONITOR | flags::AUTOBAN);
-    if d.monitor {
-        cfg.flags |= flags::MONITOR;
-    }
-    if let Some(ab) = &policy.autoban {
-        cfg.flags |= flags::AUTOBAN;
-        cfg.autoban_drops = ab.drops.min(u32::MAX as u64) as u32;
-        cfg.autoban_window_ns = ab.window.as_nanos() as u64;
-    }
-    cfg.flags |= flags::READY;
-    maps.set_config(&cfg)?;
-    refresh_flags(maps)
+    let event_limit = limit(EVENT_RATE, EVENT_BURST)?;
+    let list_flags = content_flags(&allow, &block, &limits, d.ipv4_prefix, d.ipv6_prefix);
+
+    let active = maps.active_set()?;
+    let next = 1 - active;
+    stage(maps, next, &allow, &block, &limits)?;
+    write_rules(maps, next, policy)?;
+    maps.publish(|cfg| {
+        cfg.ipv4_prefix = d.ipv4_prefix;
+        cfg.ipv6_prefix = d.ipv6_prefix;
+        cfg.rule_count = policy.rules.len() as u8;
+        cfg.file_default = file_default;
+        cfg.default_limit = if cfg.manual_default.is_set() {
+            cfg.manual_default
+        } else {
+            file_default
+        };
+        cfg.flood_limit = flood_limit;
+        cfg.event_limit = event_limit;
+        cfg.event_quiet_ns = EVENT_QUIET_NS;
+        cfg.flags = list_flags | flags::READY;
+        if d.monitor {
+            cfg.flags |= flags::MONITOR;
+        }
+        if let Some(ab) = &policy.autoban {
+            cfg.flags |= flags::AUTOBAN;
+            cfg.autoban_drops = ab.drops.min(u32::MAX as u64) as u32;
+            cfg.autoban_window_ns = ab.window.as_nanos() as u64;
+        }
+    })?;
+    // Packets now use `next`; the old set is brought in line so that both
+    // hold the same entries again.
+    stage(maps, active, &allow, &block, &limits)?;
+    write_rules(maps, active, policy)
 }
 
-/// Recompute the "trie is non-empty" and cache flags from the tries, then
-/// bump the generation. Every writer (reload, CLI, expiry) ends with this.
+type Entries<E> = Vec<(IpNet, E)>;
+
+/// Flags that follow from the tries' content.
+fn content_flags(
+    allow: &Entries<ListEntry>,
+    block: &Entries<ListEntry>,
+    limits: &Entries<LimitEntry>,
+    ipv4_prefix: u8,
+    ipv6_prefix: u8,
+) -> u32 {
+    let mut f = 0;
+    let mut mark = |nets: &mut dyn Iterator<Item = &IpNet>, f4: u32, f6: u32| {
+        for n in nets {
+            f |= if matches!(n, IpNet::V4(_)) { f4 } else { f6 };
+        }
+    };
+    mark(
+        &mut allow.iter().map(|(n, _)| n),
+        flags::ALLOW_V4,
+        flags::ALLOW_V6,
+    );
+    mark(
+        &mut block.iter().map(|(n, _)| n),
+        flags::BLOCK_V4,
+        flags::BLOCK_V6,
+    );
+    mark(
+        &mut limits.iter().map(|(n, _)| n),
+        flags::LIMIT_V4,
+        flags::LIMIT_V6,
+    );
+    let finer = allow.iter().chain(block.iter()).any(|(n, _)| match n {
+        IpNet::V4(n) => n.prefix_len() > ipv4_prefix,
+        IpNet::V6(n) => n.prefix_len() > ipv6_prefix,
+    });
+    if finer {
+        f |= flags::NO_LIST_CACHE;
+    }
+    f
+}
+
+/// Recompute the content flags from the active tries and publish them with
+/// a new generation (after run-time deletions and expiry).
 pub fn refresh_flags(maps: &mut Maps) -> Result<()> {
     let allow = maps.list_all(List::Allow)?;
     let block = maps.list_all(List::Block)?;
     let limits = maps.limit_all()?;
     let cfg = maps.config()?;
-    let has =
-        |l: &[(IpNet, ListEntry)], v4: bool| l.iter().any(|(n, _)| matches!(n, IpNet::V4(_)) == v4);
-    let finer = allow.iter().chain(block.iter()).any(|(n, _)| match n {
-        IpNet::V4(n) => n.prefix_len() > cfg.ipv4_prefix,
-        IpNet::V6(n) => n.prefix_len() > cfg.ipv6_prefix,
-    });
-    let mut f = cfg.flags
-        & !(flags::ALLOW_V4
-            | flags::ALLOW_V6
-            | flags::BLOCK_V4
-            | flags::BLOCK_V6
-            | flags::LIMIT_V4
-            | flags::LIMIT_V6
-            | flags::NO_LIST_CACHE);
-    for (set, flag) in [
-        (has(&allow, true), flags::ALLOW_V4),
-        (has(&allow, false), flags::ALLOW_V6),
-        (has(&block, true), flags::BLOCK_V4),
-        (has(&block, false), flags::BLOCK_V6),
-        (
-            limits.iter().any(|(n, _)| matches!(n, IpNet::V4(_))),
-            flags::LIMIT_V4,
-        ),
-        (
-            limits.iter().any(|(n, _)| matches!(n, IpNet::V6(_))),
-            flags::LIMIT_V6,
-        ),
-        (finer, flags::NO_LIST_CACHE),
-    ] {
-        if set {
-            f |= flag;
-        }
-    }
-    maps.bump(|c| c.flags = f)?;
+    let f = content_flags(&allow, &block, &limits, cfg.ipv4_prefix, cfg.ipv6_prefix);
+    const CONTENT: u32 = flags::ALLOW_V4
+        | flags::ALLOW_V6
+        | flags::BLOCK_V4
+        | flags::BLOCK_V6
+        | flags::LIMIT_V4
+        | flags::LIMIT_V6
+        | flags::NO_LIST_CACHE;
+    maps.bump(|c| c.flags = (c.flags & !CONTENT) | f)?;
     Ok(())
 }
 
-fn sync_list(maps: &mut Maps, list: List, wanted: &[IpNet]) -> Result<()> {
+/// The list after the reload: run-time entries stay (noting whether the file
+/// lists them too), file entries follow the file.
+fn desired_list(maps: &Maps, list: List, wanted: &[IpNet]) -> Result<Entries<ListEntry>> {
     let wanted: HashSet<IpNet> = wanted.iter().copied().collect();
-    let current = maps.list_all(list)?;
+    let mut out = Vec::new();
     let mut present = HashSet::new();
-    for (net, mut e) in current {
-        present.insert(net);
-        let in_file = wanted.contains(&net) as u8;
-        if e.origin == Origin::Config as u8 {
-            if in_file == 0 {
-                maps.list_del(list, &net)?;
-            }
-        } else if e.in_file != in_file {
-            e.in_file = in_file;
-            maps.list_put(list, &net, e)?;
+    for (net, mut e) in maps.list_all(list)? {
+        let in_file = wanted.contains(&net);
+        if e.origin == Origin::Config as u8 && !in_file {
+            continue;
         }
+        present.insert(net);
+        e.in_file = in_file as u8;
+        out.push((net, e));
     }
     for net in wanted.difference(&present) {
         let e = ListEntry {
@@ -135,38 +162,27 @@ fn sync_list(maps: &mut Maps, list: List, wanted: &[IpNet]) -> Result<()> {
             in_file: 1,
             ..Default::default()
         };
-        maps.list_put(list, net, e)
-            .with_context(|| format!("adding {net} to the {} list", list.name()))?;
+        out.push((*net, e));
     }
-    Ok(())
+    Ok(out)
 }
 
-fn sync_limits(maps: &mut Maps, policy: &Policy) -> Result<()> {
+fn desired_limits(maps: &Maps, policy: &Policy) -> Result<Entries<LimitEntry>> {
     let mut wanted = std::collections::HashMap::new();
     for c in &policy.limits {
         wanted.insert(c.cidr, limit(c.rate, c.burst)?);
     }
+    let mut out = Vec::new();
     for (net, mut e) in maps.limit_all()? {
         let file = wanted.remove(&net);
         if e.origin == Origin::Config as u8 {
-            match file {
-                None => {
-                    maps.limit_del(&net)?;
-                }
-                Some(l) if l != e.limit => {
-                    e.limit = l;
-                    e.file_limit = l;
-                    maps.limit_put(&net, e)?;
-                }
-                Some(_) => {}
-            }
+            let Some(l) = file else { continue };
+            e.limit = l;
+            e.file_limit = l;
         } else {
-            let f = file.unwrap_or_default();
-            if e.file_limit != f {
-                e.file_limit = f;
-                maps.limit_put(&net, e)?;
-            }
+            e.file_limit = file.unwrap_or_default();
         }
+        out.push((net, e));
     }
     for (net, l) in wanted {
         let e = LimitEntry {
@@ -175,12 +191,49 @@ fn sync_limits(maps: &mut Maps, policy: &Policy) -> Result<()> {
             origin: Origin::Config as u8,
             ..Default::default()
         };
-        maps.limit_put(&net, e)?;
+        out.push((net, e));
+    }
+    Ok(out)
+}
+
+/// Make set `set` hold exactly the given entries (a diff: entries already
+/// right are left alone, so a reload costs what changed).
+fn stage(
+    maps: &mut Maps,
+    set: usize,
+    allow: &Entries<ListEntry>,
+    block: &Entries<ListEntry>,
+    limits: &Entries<LimitEntry>,
+) -> Result<()> {
+    for (list, want) in [(List::Allow, allow), (List::Block, block)] {
+        let have: std::collections::HashMap<IpNet, ListEntry> =
+            maps.list_all_in(set, list)?.into_iter().collect();
+        let keep: HashSet<&IpNet> = want.iter().map(|(n, _)| n).collect();
+        for net in have.keys().filter(|n| !keep.contains(n)) {
+            maps.list_del_in(set, list, net)?;
+        }
+        for (net, e) in want {
+            if have.get(net) != Some(e) {
+                maps.list_put_in(set, list, net, *e)
+                    .with_context(|| format!("adding {net} to the {} list", list.name()))?;
+            }
+        }
+    }
+    let have: std::collections::HashMap<IpNet, LimitEntry> =
+        maps.limit_all_in(set)?.into_iter().collect();
+    let keep: HashSet<&IpNet> = limits.iter().map(|(n, _)| n).collect();
+    for net in have.keys().filter(|n| !keep.contains(n)) {
+        maps.limit_del_in(set, net)?;
+    }
+    for (net, e) in limits {
+        if have.get(net) != Some(e) {
+            maps.limit_put_in(set, net, *e)?;
+        }
     }
     Ok(())
 }
 
-fn write_rules(maps: &mut Maps, policy: &Policy) -> Result<()> {
+fn write_rules(maps: &mut Maps, set: usize, policy: &Policy) -> Result<()> {
     for i in 0..MAX_RULES {
         let r = match policy.rules.get(i as usize) {
             None => KRule::default(),
@@ -201,14 +254,15 @@ fn write_rules(maps: &mut Maps, policy: &Policy) -> Result<()> {
                 }
             }
         };
-        maps.rules.set(i, r, 0)?;
+        maps.rules.set(set as u32 * MAX_RULES + i, r, 0)?;
     }
     Ok(())
 }
 
 /// After adding entries to `list`: set the flags they need without
 /// scanning the tries (adds never clear a flag), then bump the generation.
-pub fn note_added(maps: &mut Maps, list: List, nets: &[IpNet]) -> Result<()> {
+/// `expires_ns` (0 = never) moves the controller's next expiry scan earlier.
+pub fn note_added(maps: &mut Maps, list: List, nets: &[IpNet], expires_ns: u64) -> Result<()> {
     let cfg = maps.config()?;
     let (f4, f6) = match list {
         List::Allow => (flags::ALLOW_V4, flags::ALLOW_V6),
@@ -230,6 +284,11 @@ pub fn note_added(maps: &mut Maps, list: List, nets: &[IpNet]) -> Result<()> {
             f |= flags::NO_LIST_CACHE;
         }
     }
-    maps.bump(|c| c.flags = f)?;
+    maps.bump(|c| {
+        c.flags = f;
+        if expires_ns != 0 && (c.next_expiry_ns == 0 || expires_ns < c.next_expiry_ns) {
+            c.next_expiry_ns = expires_ns;
+        }
+    })?;
     Ok(())
 }

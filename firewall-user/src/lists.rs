@@ -1,5 +1,7 @@
 //! Allow/block list and limit-class entries over the pinned LPM tries,
-//! with both address families behind one `IpNet` interface.
+//! with both address families behind one `IpNet` interface. Reads use the
+//! active set; run-time writes go to both sets (see `Maps`); `*_in` take an
+//! explicit set for a reload's staging.
 
 use anyhow::Result;
 use aya::maps::MapError;
@@ -26,13 +28,18 @@ impl List {
     }
 }
 
-fn missing(r: Result<(), MapError>) -> Result<bool> {
+fn is_missing(e: &MapError) -> bool {
+    match e {
+        MapError::KeyNotFound => true,
+        MapError::SyscallError(e) => e.io_error.raw_os_error() == Some(libc::ENOENT),
+        _ => false,
+    }
+}
+
+fn removed(r: Result<(), MapError>) -> Result<bool> {
     match r {
         Ok(()) => Ok(true),
-        Err(MapError::KeyNotFound) => Ok(false),
-        Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => {
-            Ok(false)
-        }
+        Err(e) if is_missing(&e) => Ok(false),
         Err(e) => Err(e.into()),
     }
 }
@@ -40,75 +47,90 @@ fn missing(r: Result<(), MapError>) -> Result<bool> {
 fn found<V>(r: Result<V, MapError>) -> Result<Option<V>> {
     match r {
         Ok(v) => Ok(Some(v)),
-        Err(MapError::KeyNotFound) => Ok(None),
-        Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => {
-            Ok(None)
-        }
+        Err(e) if is_missing(&e) => Ok(None),
         Err(e) => Err(e.into()),
     }
 }
 
+/// Dispatch on address family: `$v4`/`$v6` are the tries of one set, `$k`
+/// the key built for the family.
+macro_rules! by_family {
+    ($net:expr, $v4:expr, $v6:expr, |$t:ident, $k:ident| $body:expr) => {{
+        let p = $net.prefix_len();
+        match $net {
+            IpNet::V4(_) => {
+                let $t = $v4;
+                let $k = key_v4(p, v4_bytes($net).expect("v4"));
+                $body
+            }
+            IpNet::V6(_) => {
+                let $t = $v6;
+                let $k = key_v6(p, v6_bytes($net).expect("v6"));
+                $body
+            }
+        }
+    }};
+}
+
 impl Maps {
-    /// The entry for exactly `net` (not a covering prefix).
-    pub fn list_get(&self, list: List, net: &IpNet) -> Result<Option<ListEntry>> {
-        let p = net.prefix_len();
-        let e = match (list, net) {
-            (List::Allow, IpNet::V4(_)) => {
-                found(self.allow_v4.get(&key_v4(p, v4_bytes(net).unwrap()), 0))?
-            }
-            (List::Block, IpNet::V4(_)) => {
-                found(self.block_v4.get(&key_v4(p, v4_bytes(net).unwrap()), 0))?
-            }
-            (List::Allow, IpNet::V6(_)) => {
-                found(self.allow_v6.get(&key_v6(p, v6_bytes(net).unwrap()), 0))?
-            }
-            (List::Block, IpNet::V6(_)) => {
-                found(self.block_v6.get(&key_v6(p, v6_bytes(net).unwrap()), 0))?
-            }
+    /// The entry for exactly `net` (not a covering prefix) in set `set`.
+    pub fn list_get_in(&self, set: usize, list: List, net: &IpNet) -> Result<Option<ListEntry>> {
+        let (v4, v6) = match list {
+            List::Allow => (&self.allow_v4[set], &self.allow_v6[set]),
+            List::Block => (&self.block_v4[set], &self.block_v6[set]),
         };
-        Ok(e.filter(|e| e.prefix_len == p))
+        let e = by_family!(net, v4, v6, |t, k| found(t.get(&k, 0))?);
+        Ok(e.filter(|e| e.prefix_len == net.prefix_len()))
     }
 
-    pub fn list_put(&mut self, list: List, net: &IpNet, mut entry: ListEntry) -> Result<()> {
-        let p = net.prefix_len();
-        entry.prefix_len = p;
-        match (list, net) {
-            (List::Allow, IpNet::V4(_)) => {
-                self.allow_v4
-                    .insert(&key_v4(p, v4_bytes(net).unwrap()), entry, 0)?
-            }
-            (List::Block, IpNet::V4(_)) => {
-                self.block_v4
-                    .insert(&key_v4(p, v4_bytes(net).unwrap()), entry, 0)?
-            }
-            (List::Allow, IpNet::V6(_)) => {
-                self.allow_v6
-                    .insert(&key_v6(p, v6_bytes(net).unwrap()), entry, 0)?
-            }
-            (List::Block, IpNet::V6(_)) => {
-                self.block_v6
-                    .insert(&key_v6(p, v6_bytes(net).unwrap()), entry, 0)?
-            }
+    pub fn list_get(&self, list: List, net: &IpNet) -> Result<Option<ListEntry>> {
+        self.list_get_in(self.active_set()?, list, net)
+    }
+
+    pub fn list_put_in(
+        &mut self,
+        set: usize,
+        list: List,
+        net: &IpNet,
+        mut entry: ListEntry,
+    ) -> Result<()> {
+        entry.prefix_len = net.prefix_len();
+        let (v4, v6) = match list {
+            List::Allow => (&mut self.allow_v4[set], &mut self.allow_v6[set]),
+            List::Block => (&mut self.block_v4[set], &mut self.block_v6[set]),
+        };
+        by_family!(net, v4, v6, |t, k| t.insert(&k, entry, 0)?);
+        Ok(())
+    }
+
+    /// Insert into both sets.
+    pub fn list_put(&mut self, list: List, net: &IpNet, entry: ListEntry) -> Result<()> {
+        for set in [0, 1] {
+            self.list_put_in(set, list, net, entry)?;
         }
         Ok(())
     }
 
-    /// Remove exactly `net`; false if it was not there.
-    pub fn list_del(&mut self, list: List, net: &IpNet) -> Result<bool> {
-        let p = net.prefix_len();
-        missing(match (list, net) {
-            (List::Allow, IpNet::V4(_)) => self.allow_v4.remove(&key_v4(p, v4_bytes(net).unwrap())),
-            (List::Block, IpNet::V4(_)) => self.block_v4.remove(&key_v4(p, v4_bytes(net).unwrap())),
-            (List::Allow, IpNet::V6(_)) => self.allow_v6.remove(&key_v6(p, v6_bytes(net).unwrap())),
-            (List::Block, IpNet::V6(_)) => self.block_v6.remove(&key_v6(p, v6_bytes(net).unwrap())),
-        })
+    pub fn list_del_in(&mut self, set: usize, list: List, net: &IpNet) -> Result<bool> {
+        let (v4, v6) = match list {
+            List::Allow => (&mut self.allow_v4[set], &mut self.allow_v6[set]),
+            List::Block => (&mut self.block_v4[set], &mut self.block_v6[set]),
+        };
+        by_family!(net, v4, v6, |t, k| removed(t.remove(&k)))
     }
 
-    /// Every entry of a list, both families.
-    pub fn list_all(&self, list: List) -> Result<Vec<(IpNet, ListEntry)>> {
+    /// Remove exactly `net` from both sets; false if it was not there.
+    pub fn list_del(&mut self, list: List, net: &IpNet) -> Result<bool> {
+        let a = self.list_del_in(0, list, net)?;
+        let b = self.list_del_in(1, list, net)?;
+        Ok(a || b)
+    }
+
+    /// Every entry of a list in set `set`, both families.
+    pub fn list_all_in(&self, set: usize, list: List) -> Result<Vec<(IpNet, ListEntry)>> {
         let (v4, v6) = match list {
-            List::Allow => (&self.allow_v4, &self.allow_v6),
-            List::Block => (&self.block_v4, &self.block_v6),
+            List::Allow => (&self.allow_v4[set], &self.allow_v6[set]),
+            List::Block => (&self.block_v4[set], &self.block_v6[set]),
         };
         let mut out = Vec::new();
         for item in v4.iter() {
@@ -122,47 +144,66 @@ impl Maps {
         Ok(out)
     }
 
-    pub fn limit_get(&self, net: &IpNet) -> Result<Option<LimitEntry>> {
-        let p = net.prefix_len();
-        let e = match net {
-            IpNet::V4(_) => found(self.limit_v4.get(&key_v4(p, v4_bytes(net).unwrap()), 0))?,
-            IpNet::V6(_) => found(self.limit_v6.get(&key_v6(p, v6_bytes(net).unwrap()), 0))?,
-        };
-        Ok(e.filter(|e| e.prefix_len == p))
+    pub fn list_all(&self, list: List) -> Result<Vec<(IpNet, ListEntry)>> {
+        self.list_all_in(self.active_set()?, list)
     }
 
-    pub fn limit_put(&mut self, net: &IpNet, mut entry: LimitEntry) -> Result<()> {
-        let p = net.prefix_len();
-        entry.prefix_len = p;
-        match net {
-            IpNet::V4(_) => self
-                .limit_v4
-                .insert(&key_v4(p, v4_bytes(net).unwrap()), entry, 0)?,
-            IpNet::V6(_) => self
-                .limit_v6
-                .insert(&key_v6(p, v6_bytes(net).unwrap()), entry, 0)?,
+    pub fn limit_get(&self, net: &IpNet) -> Result<Option<LimitEntry>> {
+        let set = self.active_set()?;
+        let e = by_family!(net, &self.limit_v4[set], &self.limit_v6[set], |t, k| found(
+            t.get(&k, 0)
+        )?);
+        Ok(e.filter(|e| e.prefix_len == net.prefix_len()))
+    }
+
+    pub fn limit_put_in(&mut self, set: usize, net: &IpNet, mut entry: LimitEntry) -> Result<()> {
+        entry.prefix_len = net.prefix_len();
+        by_family!(
+            net,
+            &mut self.limit_v4[set],
+            &mut self.limit_v6[set],
+            |t, k| t.insert(&k, entry, 0)?
+        );
+        Ok(())
+    }
+
+    /// Insert into both sets.
+    pub fn limit_put(&mut self, net: &IpNet, entry: LimitEntry) -> Result<()> {
+        for set in [0, 1] {
+            self.limit_put_in(set, net, entry)?;
         }
         Ok(())
     }
 
-    pub fn limit_del(&mut self, net: &IpNet) -> Result<bool> {
-        let p = net.prefix_len();
-        missing(match net {
-            IpNet::V4(_) => self.limit_v4.remove(&key_v4(p, v4_bytes(net).unwrap())),
-            IpNet::V6(_) => self.limit_v6.remove(&key_v6(p, v6_bytes(net).unwrap())),
-        })
+    pub fn limit_del_in(&mut self, set: usize, net: &IpNet) -> Result<bool> {
+        by_family!(
+            net,
+            &mut self.limit_v4[set],
+            &mut self.limit_v6[set],
+            |t, k| removed(t.remove(&k))
+        )
     }
 
-    pub fn limit_all(&self) -> Result<Vec<(IpNet, LimitEntry)>> {
+    pub fn limit_del(&mut self, net: &IpNet) -> Result<bool> {
+        let a = self.limit_del_in(0, net)?;
+        let b = self.limit_del_in(1, net)?;
+        Ok(a || b)
+    }
+
+    pub fn limit_all_in(&self, set: usize) -> Result<Vec<(IpNet, LimitEntry)>> {
         let mut out = Vec::new();
-        for item in self.limit_v4.iter() {
+        for item in self.limit_v4[set].iter() {
             let (k, v) = item?;
             out.push((IpNet::new(k.data().into(), k.prefix_len() as u8)?, v));
         }
-        for item in self.limit_v6.iter() {
+        for item in self.limit_v6[set].iter() {
             let (k, v) = item?;
             out.push((IpNet::new(k.data().into(), k.prefix_len() as u8)?, v));
         }
         Ok(out)
+    }
+
+    pub fn limit_all(&self) -> Result<Vec<(IpNet, LimitEntry)>> {
+        self.limit_all_in(self.active_set()?)
     }
 }

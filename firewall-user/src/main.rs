@@ -43,6 +43,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Top(a) => commands::top::run(&Maps::open(pin)?, a.n, a.json),
         Command::Block(cmd) => {
             let mut maps = Maps::open(pin)?;
+            let _lock = maps.write_lock()?;
             match cmd {
                 BlockCmd::Add {
                     cidrs,
@@ -69,6 +70,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Allow(cmd) => {
             let mut maps = Maps::open(pin)?;
+            let _lock = maps.write_lock()?;
             match cmd {
                 AllowCmd::Add { cidrs, comment } => {
                     let nets = parse_all(&cidrs)?;
@@ -89,6 +91,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Limit(cmd) => {
             let mut maps = Maps::open(pin)?;
+            let _lock = maps.write_lock()?;
             match cmd {
                 LimitCmd::Set { cidr, rate, burst } => {
                     commands::limits::set(&mut maps, cidr.as_deref(), rate, burst)

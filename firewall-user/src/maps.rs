@@ -9,8 +9,8 @@ use aya::maps::{
     Array, HashMap, Map, MapData, PerCpuArray,
 };
 use firewall_common::{
-    maps as names, AddrV4, AddrV6, Config, Counter, LimitEntry, ListEntry, Rule, SourceKey,
-    SourceState,
+    maps::{self as names, MAX_RULES},
+    AddrV4, AddrV6, Config, Counter, LimitEntry, ListEntry, Rule, SourceKey, SourceState,
 };
 
 /// The allow or block list of one address family.
@@ -18,19 +18,27 @@ pub type V4List = LpmTrie<MapData, AddrV4, ListEntry>;
 pub type V6List = LpmTrie<MapData, AddrV6, ListEntry>;
 
 /// Every map of the data plane, opened from the pin directory.
+///
+/// The tries and rules exist twice (set 0 and 1) and the config has a slot
+/// per set; `active` names the set packets use. Between reloads both sets
+/// hold the same entries: run-time edits write both. Changes to the config
+/// are written to the inactive slot and published by flipping `active`, so
+/// a packet never reads a half-written config; a reload stages its lists
+/// in the inactive set the same way. Writers serialise on `write_lock`.
 pub struct Maps {
     pub dir: PathBuf,
     pub config: Array<MapData, Config>,
+    pub active: Array<MapData, u32>,
     pub counters: PerCpuArray<MapData, Counter>,
     pub rule_counters: PerCpuArray<MapData, Counter>,
     pub stats: PerCpuArray<MapData, u64>,
     pub sources: HashMap<MapData, SourceKey, SourceState>,
-    pub allow_v4: V4List,
-    pub allow_v6: V6List,
-    pub block_v4: V4List,
-    pub block_v6: V6List,
-    pub limit_v4: LpmTrie<MapData, AddrV4, LimitEntry>,
-    pub limit_v6: LpmTrie<MapData, AddrV6, LimitEntry>,
+    pub allow_v4: [V4List; 2],
+    pub allow_v6: [V6List; 2],
+    pub block_v4: [V4List; 2],
+    pub block_v6: [V6List; 2],
+    pub limit_v4: [LpmTrie<MapData, AddrV4, LimitEntry>; 2],
+    pub limit_v6: [LpmTrie<MapData, AddrV6, LimitEntry>; 2],
     pub rules: Array<MapData, Rule>,
 }
 
@@ -58,36 +66,112 @@ impl Maps {
         Ok(Maps {
             dir: dir.to_path_buf(),
             config: typed!(dir, names::CONFIG),
+            active: typed!(dir, names::ACTIVE),
             counters: typed!(dir, names::COUNTERS),
             rule_counters: typed!(dir, names::RULE_COUNTERS),
             stats: typed!(dir, names::STATS),
             sources: typed!(dir, names::SOURCES),
-            allow_v4: typed!(dir, names::ALLOW_V4),
-            allow_v6: typed!(dir, names::ALLOW_V6),
-            block_v4: typed!(dir, names::BLOCK_V4),
-            block_v6: typed!(dir, names::BLOCK_V6),
-            limit_v4: typed!(dir, names::LIMIT_V4),
-            limit_v6: typed!(dir, names::LIMIT_V6),
+            allow_v4: [
+                typed!(dir, names::ALLOW_V4[0]),
+                typed!(dir, names::ALLOW_V4[1]),
+            ],
+            allow_v6: [
+                typed!(dir, names::ALLOW_V6[0]),
+                typed!(dir, names::ALLOW_V6[1]),
+            ],
+            block_v4: [
+                typed!(dir, names::BLOCK_V4[0]),
+                typed!(dir, names::BLOCK_V4[1]),
+            ],
+            block_v6: [
+                typed!(dir, names::BLOCK_V6[0]),
+                typed!(dir, names::BLOCK_V6[1]),
+            ],
+            limit_v4: [
+                typed!(dir, names::LIMIT_V4[0]),
+                typed!(dir, names::LIMIT_V4[1]),
+            ],
+            limit_v6: [
+                typed!(dir, names::LIMIT_V6[0]),
+                typed!(dir, names::LIMIT_V6[1]),
+            ],
             rules: typed!(dir, names::RULES),
         })
     }
 
+    /// The set packets use now (0 or 1).
+    pub fn active_set(&self) -> Result<usize> {
+        Ok(self.active.get(&0, 0)? as usize & 1)
+    }
+
+    /// The config packets use now.
     pub fn config(&self) -> Result<Config> {
-        Ok(self.config.get(&0, 0)?)
+        Ok(self.config.get(&(self.active_set()? as u32), 0)?)
     }
 
-    pub fn set_config(&mut self, cfg: &Config) -> Result<()> {
-        Ok(self.config.set(0, cfg, 0)?)
-    }
-
-    /// Read-modify-write of the config with a new generation, so that every
-    /// tracked source re-classifies on its next packet.
+    /// Publish `cfg` with a new generation, so that every tracked source
+    /// re-classifies on its next packet: written to the inactive slot, with
+    /// the active slot's rules copied along, then made active. The caller
+    /// holds `write_lock`; both sets of tries hold the same entries.
     pub fn bump(&mut self, f: impl FnOnce(&mut Config)) -> Result<Config> {
+        let active = self.active_set()?;
+        for i in 0..MAX_RULES {
+            let r = self.rules.get(&(active as u32 * MAX_RULES + i), 0)?;
+            self.rules.set((1 - active as u32) * MAX_RULES + i, r, 0)?;
+        }
+        self.publish(f)
+    }
+
+    /// Write the config to the inactive slot and flip `active` to it.
+    pub fn publish(&mut self, f: impl FnOnce(&mut Config)) -> Result<Config> {
+        let active = self.active_set()?;
+        let next = 1 - active;
         let mut cfg = self.config()?;
         f(&mut cfg);
         cfg.generation = cfg.generation.wrapping_add(1);
-        self.set_config(&cfg)?;
+        cfg.set = next as u8;
+        self.config.set(next as u32, cfg, 0)?;
+        self.active.set(0, next as u32, 0)?;
         Ok(cfg)
+    }
+
+    /// Names of the rules in force, in order.
+    pub fn rule_names(&self) -> Result<Vec<String>> {
+        let set = self.active_set()? as u32;
+        let cfg = self.config()?;
+        (0..cfg.rule_count as u32)
+            .map(|i| {
+                Ok(crate::text::unfixed(
+                    &self.rules.get(&(set * MAX_RULES + i), 0)?.name,
+                ))
+            })
+            .collect()
+    }
+
+    /// Serialise writers (CLI commands, the daemon's reloads, expiry and
+    /// bans) on one pin directory. Released when the file is dropped.
+    pub fn write_lock(&self) -> Result<std::fs::File> {
+        let path = crate::state::path(&self.dir).with_extension("lock");
+        if let Some(d) = path.parent() {
+            std::fs::create_dir_all(d)?;
+        }
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("opening lock {}", path.display()))?;
+        // SAFETY: flock on a file descriptor we own; blocks until granted.
+        #[allow(unsafe_code)]
+        let rc = unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&f), libc::LOCK_EX) };
+        if rc != 0 {
+            anyhow::bail!(
+                "locking {}: {}",
+                path.display(),
+                std::io::Error::last_os_error()
+            );
+        }
+        Ok(f)
     }
 
     /// Counters per verdict, summed over CPUs.

@@ -52,7 +52,11 @@ impl Harness {
         let ebpf = loader::load(&pin_dir)?;
         let mut maps = Maps::open(&pin_dir)?;
         apply(&mut maps, policy).context("applying the fixture policy")?;
-        Ok(Harness { pin_dir, ebpf, maps })
+        Ok(Harness {
+            pin_dir,
+            ebpf,
+            maps,
+        })
     }
 
     /// Run `frame` `repeat` times; the program's return value (of the last run).

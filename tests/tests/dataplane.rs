@@ -19,9 +19,12 @@ use tests::{
 };
 
 fn udp_from(src: [u8; 4]) -> Vec<u8> {
-    Frame::ip(IpAddr::V4(Ipv4Addr::from(src)), IpAddr::V4(Ipv4Addr::new(198, 51, 100, 1)))
-        .udp(40000, 9000, 18)
-        .build()
+    Frame::ip(
+        IpAddr::V4(Ipv4Addr::from(src)),
+        IpAddr::V4(Ipv4Addr::new(198, 51, 100, 1)),
+    )
+    .udp(40000, 9000, 18)
+    .build()
 }
 
 fn harness(toml: &str) -> Harness {
@@ -79,12 +82,24 @@ fn timed_sequence_matches_the_reference_model() {
         arrivals.len()
     );
     assert_eq!(h.packets(Verdict::Passed), admitted);
-    assert_eq!(h.packets(Verdict::RateLimited), arrivals.len() as u64 - admitted);
-    assert!(admitted < arrivals.len() as u64, "the sequence must exceed the rate to test anything");
+    assert_eq!(
+        h.packets(Verdict::RateLimited),
+        arrivals.len() as u64 - admitted
+    );
+    assert!(
+        admitted < arrivals.len() as u64,
+        "the sequence must exceed the rate to test anything"
+    );
     // Timestamps are known to within a few microseconds; at 200/s a token
     // takes 5 ms, so the kernel and the models may differ by a token or two.
-    assert!(admitted.abs_diff(model_fixed) <= 2, "kernel {admitted} vs model {model_fixed}");
-    assert!(admitted.abs_diff(model_float) <= 2, "kernel {admitted} vs float model {model_float}");
+    assert!(
+        admitted.abs_diff(model_fixed) <= 2,
+        "kernel {admitted} vs model {model_fixed}"
+    );
+    assert!(
+        admitted.abs_diff(model_float) <= 2,
+        "kernel {admitted} vs float model {model_float}"
+    );
     assert!(admitted as f64 <= burst as f64 + rate as f64 * span + 1.0);
 }
 
@@ -101,27 +116,42 @@ fn flood_guard_caps_new_sources_and_spares_known_ones() {
         cpus, share * cpus
     ));
     let known = udp_from([198, 51, 100, 2]);
-    assert_eq!(h.run(Hook::Xdp, &known, 1).unwrap(), tests::harness::XDP_PASS);
+    assert_eq!(
+        h.run(Hook::Xdp, &known, 1).unwrap(),
+        tests::harness::XDP_PASS
+    );
     // A spoofed flood: every packet from a new address.
     let mut passed = 0;
     for i in 0..200u32 {
         let b = (i + 1000).to_be_bytes();
-        if h.run(Hook::Xdp, &udp_from([10, b[1], b[2], b[3]]), 1).unwrap() == tests::harness::XDP_PASS {
+        if h.run(Hook::Xdp, &udp_from([10, b[1], b[2], b[3]]), 1)
+            .unwrap()
+            == tests::harness::XDP_PASS
+        {
             passed += 1;
         }
     }
     // The share (minus the known source's admission) plus at most a token
     // refilled at 1/s during the loop.
-    assert!((share - 1..=share + 1).contains(&passed), "{passed} spoofed sources passed");
+    assert!(
+        (share - 1..=share + 1).contains(&passed),
+        "{passed} spoofed sources passed"
+    );
     let stats = firewall_user::commands::stats::read(&h.maps).unwrap();
     assert_eq!(stats.new_sources.refused, 200 - passed);
     // The known source keeps its own bucket.
     for _ in 0..50 {
-        assert_eq!(h.run(Hook::Xdp, &known, 1).unwrap(), tests::harness::XDP_PASS);
+        assert_eq!(
+            h.run(Hook::Xdp, &known, 1).unwrap(),
+            tests::harness::XDP_PASS
+        );
     }
     // Blocklist decisions do not depend on the budget.
     for i in 0..20u8 {
-        assert_eq!(h.run(Hook::Xdp, &udp_from([203, 0, 113, i]), 1).unwrap(), tests::harness::XDP_DROP);
+        assert_eq!(
+            h.run(Hook::Xdp, &udp_from([203, 0, 113, i]), 1).unwrap(),
+            tests::harness::XDP_DROP
+        );
     }
     assert_eq!(h.packets(Verdict::Blocked), 20);
     // Refused sources got no bucket: the table holds the admitted ones only.
@@ -152,9 +182,20 @@ fn policy_changes_apply_to_tracked_sources_on_their_next_packet() {
     for _ in 0..20 {
         h.run(Hook::Xdp, &f, 1).unwrap();
     }
-    assert!(h.packets(Verdict::Passed) - before >= 19, "new class limit not applied");
+    assert!(
+        h.packets(Verdict::Passed) - before >= 19,
+        "new class limit not applied"
+    );
     // Allowlisting bypasses the (now empty) bucket.
-    lists::add(&mut h.maps, List::Allow, &["198.51.100.0/24".parse().unwrap()], Origin::Manual, None, None).unwrap();
+    lists::add(
+        &mut h.maps,
+        List::Allow,
+        &["198.51.100.0/24".parse().unwrap()],
+        Origin::Manual,
+        None,
+        None,
+    )
+    .unwrap();
     for _ in 0..100 {
         assert_eq!(h.run(Hook::Xdp, &f, 1).unwrap(), tests::harness::XDP_PASS);
     }
@@ -169,14 +210,23 @@ fn expired_blocks_stop_matching_at_once() {
     let mut h = harness("");
     let f = udp_from([203, 0, 113, 50]);
     let net = "203.0.113.50/32".parse().unwrap();
-    let entry = |expires_ns| ListEntry { expires_ns, origin: Origin::Manual as u8, ..Default::default() };
-    h.maps.list_put(List::Block, &net, entry(mono_ns() + 300_000_000)).unwrap();
+    let entry = |expires_ns| ListEntry {
+        expires_ns,
+        origin: Origin::Manual as u8,
+        ..Default::default()
+    };
+    h.maps
+        .list_put(List::Block, &net, entry(mono_ns() + 300_000_000))
+        .unwrap();
     firewall_user::apply::refresh_flags(&mut h.maps).unwrap();
     assert_eq!(h.run(Hook::Xdp, &f, 1).unwrap(), tests::harness::XDP_DROP);
     std::thread::sleep(Duration::from_millis(350));
     // The program checks the expiry itself: no controller involved.
     assert_eq!(h.run(Hook::Xdp, &f, 1).unwrap(), tests::harness::XDP_PASS);
-    assert_eq!((h.packets(Verdict::Blocked), h.packets(Verdict::Passed)), (1, 1));
+    assert_eq!(
+        (h.packets(Verdict::Blocked), h.packets(Verdict::Passed)),
+        (1, 1)
+    );
 }
 
 #[test]
@@ -185,10 +235,18 @@ fn entries_narrower_than_the_aggregation_prefix_are_exact() {
         return;
     }
     // Sources aggregate to /24, yet a /32 block must hit only its address.
-    let mut h = harness("block = [\"198.51.100.66\"]\n[defaults]\nipv4_prefix = 24\nrate = 1000\nburst = 1000\n");
+    let mut h = harness(
+        "block = [\"198.51.100.66\"]\n[defaults]\nipv4_prefix = 24\nrate = 1000\nburst = 1000\n",
+    );
     for _ in 0..3 {
-        assert_eq!(h.run(Hook::Xdp, &udp_from([198, 51, 100, 65]), 1).unwrap(), tests::harness::XDP_PASS);
-        assert_eq!(h.run(Hook::Xdp, &udp_from([198, 51, 100, 66]), 1).unwrap(), tests::harness::XDP_DROP);
+        assert_eq!(
+            h.run(Hook::Xdp, &udp_from([198, 51, 100, 65]), 1).unwrap(),
+            tests::harness::XDP_PASS
+        );
+        assert_eq!(
+            h.run(Hook::Xdp, &udp_from([198, 51, 100, 66]), 1).unwrap(),
+            tests::harness::XDP_DROP
+        );
     }
 }
 
@@ -197,9 +255,14 @@ fn monitor_mode_counts_would_drop_and_passes() {
     if !tests::privileged("monitor_mode_counts_would_drop_and_passes") {
         return;
     }
-    let mut h = harness("block = [\"203.0.113.0/24\"]\n[defaults]\nrate = 1\nburst = 1\nmode = \"monitor\"\n");
+    let mut h = harness(
+        "block = [\"203.0.113.0/24\"]\n[defaults]\nrate = 1\nburst = 1\nmode = \"monitor\"\n",
+    );
     for hook in [Hook::Xdp, Hook::Tc] {
-        assert_eq!(h.run(hook, &udp_from([203, 0, 113, 1]), 1).unwrap(), hook.action(false));
+        assert_eq!(
+            h.run(hook, &udp_from([203, 0, 113, 1]), 1).unwrap(),
+            hook.action(false)
+        );
     }
     let f = udp_from([198, 51, 100, 3]);
     for _ in 0..5 {
@@ -207,5 +270,8 @@ fn monitor_mode_counts_would_drop_and_passes() {
     }
     assert_eq!(h.packets(Verdict::WouldDrop), 2 + 4);
     assert_eq!(h.packets(Verdict::Passed), 1);
-    assert_eq!(h.packets(Verdict::Blocked) + h.packets(Verdict::RateLimited), 0);
+    assert_eq!(
+        h.packets(Verdict::Blocked) + h.packets(Verdict::RateLimited),
+        0
+    );
 }

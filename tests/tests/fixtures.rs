@@ -12,8 +12,18 @@ fn run(hook: Hook, test: &str) {
         .filter_map(|o| o.error.as_ref().map(|e| format!("  {}: {e}", o.name)))
         .collect();
     println!("{} fixtures, {} failed", outcomes.len(), failed.len());
-    assert!(outcomes.len() >= 60, "the table shrank to {}", outcomes.len());
-    assert!(failed.is_empty(), "{} of {} fixtures failed:\n{}", failed.len(), outcomes.len(), failed.join("\n"));
+    assert!(
+        outcomes.len() >= 60,
+        "the table shrank to {}",
+        outcomes.len()
+    );
+    assert!(
+        failed.is_empty(),
+        "{} of {} fixtures failed:\n{}",
+        failed.len(),
+        outcomes.len(),
+        failed.join("\n")
+    );
 }
 
 #[test]

@@ -67,7 +67,7 @@ pub fn add(
         maps.list_put(list, net, e)
             .with_context(|| format!("adding {net} to the {} list", list.name()))?;
     }
-    note_added(maps, list, nets)
+    note_added(maps, list, nets, expires_ns)
 }
 
 pub fn del(maps: &mut Maps, list: List, nets: &[IpNet]) -> Result<()> {
@@ -225,7 +225,7 @@ pub fn import(maps: &mut Maps, file: &Path) -> Result<()> {
     if tty {
         eprintln!();
     }
-    note_added(maps, List::Block, &fresh)?;
+    note_added(maps, List::Block, &fresh, 0)?;
     println!(
         "added {added} entries from {} ({kept} already listed by hand or the policy file) in {:.3}s",
         file.display(),

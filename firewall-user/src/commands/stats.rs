@@ -6,7 +6,7 @@ use anyhow::Result;
 use firewall_common::{Counter, Stat, Verdict};
 use serde::Serialize;
 
-use crate::{maps::Maps, text::unfixed};
+use crate::maps::Maps;
 
 #[derive(Serialize, Clone, Copy, Default, Debug, PartialEq, Eq)]
 pub struct Count {
@@ -66,16 +66,14 @@ pub fn read(maps: &Maps) -> Result<Stats> {
             t.dropped_bytes += c.bytes;
         }
     }
-    let cfg = maps.config()?;
     let mut rules = BTreeMap::new();
-    for i in 0..cfg.rule_count as u32 {
-        let r = maps.rules.get(&i, 0)?;
-        let per = maps.rule_totals(i)?;
+    for (i, name) in maps.rule_names()?.into_iter().enumerate() {
+        let per = maps.rule_totals(i as u32)?;
         let by_verdict = Verdict::ALL
             .iter()
             .map(|v| (v.name(), Count::from(per[*v as usize])))
             .collect();
-        rules.insert(unfixed(&r.name), by_verdict);
+        rules.insert(name, by_verdict);
     }
     Ok(Stats {
         verdicts,

@@ -4,7 +4,7 @@ use anyhow::Result;
 use firewall_common::{class, SourceKey, SourceState};
 use serde::Serialize;
 
-use crate::{addr::key_net, clock::mono_ns, maps::Maps, text::unfixed};
+use crate::{addr::key_net, clock::mono_ns, maps::Maps};
 
 #[derive(Serialize, Debug, Clone)]
 pub struct Row {
@@ -37,10 +37,7 @@ pub fn rows(maps: &Maps, n: usize) -> Result<Vec<Row>> {
     let mut all = entries(maps)?;
     all.sort_by(|a, b| (b.1.drops, b.1.packets).cmp(&(a.1.drops, a.1.packets)));
     all.truncate(n);
-    let mut names = Vec::new();
-    for i in 0..cfg.rule_count as u32 {
-        names.push(unfixed(&maps.rules.get(&i, 0)?.name));
-    }
+    let names = maps.rule_names()?;
     Ok(all
         .into_iter()
         .map(|(k, s)| {

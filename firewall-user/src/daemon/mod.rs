@@ -33,7 +33,6 @@ use crate::{
     maps::Maps,
     policy::{self, Policy},
     state::{self, DaemonState},
-    text::unfixed,
 };
 use events::EventLog;
 use metrics::DaemonCounters;
@@ -98,7 +97,10 @@ pub async fn run(pin_dir: &Path, args: RunArgs) -> Result<()> {
     let mut maps = Maps::open(pin_dir)?;
     // The policy goes in before any new attachment, so no packet on a newly
     // attached interface meets an empty policy.
-    apply(&mut maps, &policy).context("applying the policy")?;
+    {
+        let _lock = maps.write_lock()?;
+        apply(&mut maps, &policy).context("applying the policy")?;
+    }
     for iface in &args.ifaces {
         let a = loader::attach(&mut ebpf, pin_dir, iface, args.mode)?;
         if a.fell_back {
@@ -223,6 +225,10 @@ impl Daemon {
             return;
         };
         self.file_stamp = stamp(&path);
+        let _lock = match self.maps.write_lock() {
+            Ok(l) => l,
+            Err(e) => return eprintln!("error: reload: {e:#}"),
+        };
         let result = load_policy(&path).and_then(|(mut p, _)| {
             if self.args.monitor {
                 p.defaults.monitor = true;
@@ -260,10 +266,24 @@ impl Daemon {
     /// Remove expired blocks and allows (the program already ignores them).
     fn expire(&mut self) -> Result<()> {
         let now = mono_ns();
+        // Most ticks have nothing to expire: scan only once the earliest
+        // expiry writers noted has passed.
+        let next = self.maps.config()?.next_expiry_ns;
+        if next == 0 || next > now {
+            return Ok(());
+        }
+        let _lock = self.maps.write_lock()?;
+        let mut earliest = 0u64;
         let mut changed = false;
         for list in [List::Block, List::Allow] {
             for (net, e) in self.maps.list_all(list)? {
-                if e.expires_ns == 0 || e.expires_ns > now {
+                if e.expires_ns == 0 {
+                    continue;
+                }
+                if e.expires_ns > now {
+                    if earliest == 0 || e.expires_ns < earliest {
+                        earliest = e.expires_ns;
+                    }
                     continue;
                 }
                 if e.in_file != 0 {
@@ -290,6 +310,7 @@ impl Daemon {
         if changed {
             refresh_flags(&mut self.maps)?;
         }
+        self.maps.bump(|c| c.next_expiry_ns = earliest)?;
         Ok(())
     }
 
@@ -312,10 +333,10 @@ impl Daemon {
         let rule = (ev.key.rule > 0)
             .then(|| {
                 self.maps
-                    .rules
-                    .get(&(ev.key.rule as u32 - 1), 0)
-                    .ok()
-                    .map(|r| unfixed(&r.name))
+                    .rule_names()
+                    .ok()?
+                    .get(ev.key.rule as usize - 1)
+                    .cloned()
             })
             .flatten();
         match ev.kind {
@@ -350,6 +371,7 @@ impl Daemon {
                 return Ok(()); // Already blocked for good by hand, file or import.
             }
         }
+        let _lock = self.maps.write_lock()?;
         let ttl = self.strikes.ban(&ab, net, Instant::now());
         commands::lists::add(
             &mut self.maps,
