@@ -1,0 +1,77 @@
+//! Small helpers shared by the end-to-end tests.
+
+use std::{
+    net::{IpAddr, SocketAddr},
+    path::PathBuf,
+    process::Output,
+};
+
+use serde_json::Value;
+
+use crate::FirewallDaemon;
+
+/// Write a policy file into a fresh temporary directory.
+pub fn policy_file(toml: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("fw-policy-{}", crate::unique_id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let p = dir.join("policy.toml");
+    std::fs::write(&p, toml).expect("writing policy");
+    p
+}
+
+/// Run a CLI command against the daemon's pins and require success.
+pub fn ok(fw: &FirewallDaemon, args: &[&str]) -> String {
+    let out = fw.cli(args);
+    assert!(
+        out.status.success(),
+        "firewall {args:?} failed: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8 output")
+}
+
+/// A CLI command's stdout as JSON.
+pub fn json(fw: &FirewallDaemon, args: &[&str]) -> Value {
+    let s = ok(fw, args);
+    serde_json::from_str(&s).unwrap_or_else(|e| panic!("firewall {args:?}: not one JSON document ({e}):\n{s}"))
+}
+
+/// Packets counted under a verdict, as `stats --json` shows them.
+pub fn verdict(fw: &FirewallDaemon, name: &str) -> u64 {
+    json(fw, &["stats", "--json"])["verdicts"][name]["packets"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no verdict {name} in stats --json"))
+}
+
+/// The `top --json` row of a prefix.
+pub fn top_row(fw: &FirewallDaemon, prefix: &str) -> Option<Value> {
+    json(fw, &["top", "-n", "100000", "--json"])
+        .as_array()?
+        .iter()
+        .find(|r| r["prefix"] == prefix && r.get("rule").is_none())
+        .cloned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+pub fn sock(ip: &str, port: u16) -> SocketAddr {
+    SocketAddr::new(ip.parse::<IpAddr>().unwrap(), port)
+}
+
+/// `ip -d link show dev IF` inside a namespace: shows an attached XDP
+/// program as `prog/xdp`.
+pub fn link_details(ns: &str, ifname: &str) -> String {
+    let out = crate::nsenter_cmd(ns, "ip")
+        .args(["-d", "link", "show", "dev", ifname])
+        .output()
+        .expect("running ip");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `expected` within `pct` percent.
+pub fn within(got: u64, expected: f64, pct: f64) -> bool {
+    (got as f64 - expected).abs() <= expected * pct / 100.0
+}
