@@ -34,7 +34,8 @@ pub fn ok(fw: &FirewallDaemon, args: &[&str]) -> String {
 /// A CLI command's stdout as JSON.
 pub fn json(fw: &FirewallDaemon, args: &[&str]) -> Value {
     let s = ok(fw, args);
-    serde_json::from_str(&s).unwrap_or_else(|e| panic!("firewall {args:?}: not one JSON document ({e}):\n{s}"))
+    serde_json::from_str(&s)
+        .unwrap_or_else(|e| panic!("firewall {args:?}: not one JSON document ({e}):\n{s}"))
 }
 
 /// Packets counted under a verdict, as `stats --json` shows them.
@@ -74,4 +75,30 @@ pub fn link_details(ns: &str, ifname: &str) -> String {
 /// `expected` within `pct` percent.
 pub fn within(got: u64, expected: f64, pct: f64) -> bool {
     (got as f64 - expected).abs() <= expected * pct / 100.0
+}
+
+/// `GET /metrics` from inside the gateway namespace (the listener is bound
+/// to that namespace's loopback).
+pub fn scrape(gw_path: &str, port: u16) -> String {
+    use std::io::{Read, Write};
+    crate::in_netns(gw_path, move || {
+        let mut s =
+            std::net::TcpStream::connect(("127.0.0.1", port)).expect("connecting to /metrics");
+        s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .unwrap();
+        let mut body = String::new();
+        s.read_to_string(&mut body).expect("reading /metrics");
+        assert!(body.starts_with("HTTP/1.1 200"), "{body}");
+        body
+    })
+}
+
+/// The value of one sample, e.g. `firewall_packets_total{verdict="passed"}`.
+pub fn sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
 }

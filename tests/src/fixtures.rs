@@ -113,7 +113,9 @@ fn udp(src: IpAddr, dport: u16) -> Frame {
 }
 
 /// Encapsulations every verdict is checked under.
-fn encaps() -> Vec<(&'static str, fn(Frame) -> Frame)> {
+type Wrap = fn(Frame) -> Frame;
+
+fn encaps() -> Vec<(&'static str, Wrap)> {
     vec![
         ("untagged", |f| f),
         ("802.1Q", |f| f.vlan(100)),

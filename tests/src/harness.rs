@@ -61,9 +61,11 @@ impl Harness {
 
     /// Run `frame` `repeat` times; the program's return value (of the last run).
     pub fn run(&mut self, hook: Hook, frame: &[u8], repeat: u32) -> Result<u32, ProgramError> {
-        let mut opts = TestRunOptions::default();
-        opts.data_in = Some(frame);
-        opts.repeat = repeat.max(1);
+        let opts = TestRunOptions {
+            data_in: Some(frame),
+            repeat: repeat.max(1),
+            ..Default::default()
+        };
         let r = match hook {
             Hook::Xdp => {
                 let p: &mut Xdp = self.ebpf.program_mut(names::PROG_XDP).unwrap().try_into()?;

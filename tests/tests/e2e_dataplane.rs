@@ -24,7 +24,14 @@ fn ip(s: &str) -> IpAddr {
 /// Start the daemon on both gateway interfaces with `POLICY`.
 fn start(sb: &Sandbox, extra: &[&str]) -> FirewallDaemon {
     let policy = policy_file(POLICY);
-    let mut args = vec!["--iface", &sb.gw_client_if, "--iface", &sb.gw_attacker_if, "--config", policy.to_str().unwrap()];
+    let mut args = vec![
+        "--iface",
+        &sb.gw_client_if,
+        "--iface",
+        &sb.gw_attacker_if,
+        "--config",
+        policy.to_str().unwrap(),
+    ];
     args.extend_from_slice(extra);
     FirewallDaemon::start(&sb.gw_ns, &args)
 }
@@ -43,9 +50,33 @@ fn blocked_limited_and_allowed_sources() {
     // 5x the rate for two seconds from a limited, a blocked and an
     // allowlisted source at once.
     let (limited_sent, blocked_sent, allowed_sent) = std::thread::scope(|s| {
-        let a = s.spawn(|| send_udp(&attacker, Some(ip("198.51.100.2")), sock("198.51.100.1", 9000), 500, t));
-        let b = s.spawn(|| send_udp(&attacker, Some(ip("198.51.100.3")), sock("198.51.100.1", 9000), 500, t));
-        let c = s.spawn(|| send_udp(&client, Some(ip("192.0.2.2")), sock("192.0.2.1", 9000), 500, t));
+        let a = s.spawn(|| {
+            send_udp(
+                &attacker,
+                Some(ip("198.51.100.2")),
+                sock("198.51.100.1", 9000),
+                500,
+                t,
+            )
+        });
+        let b = s.spawn(|| {
+            send_udp(
+                &attacker,
+                Some(ip("198.51.100.3")),
+                sock("198.51.100.1", 9000),
+                500,
+                t,
+            )
+        });
+        let c = s.spawn(|| {
+            send_udp(
+                &client,
+                Some(ip("192.0.2.2")),
+                sock("192.0.2.1", 9000),
+                500,
+                t,
+            )
+        });
         (a.join().unwrap(), b.join().unwrap(), c.join().unwrap())
     });
     sink.settle(Duration::from_millis(300), Duration::from_secs(3));
@@ -55,15 +86,30 @@ fn blocked_limited_and_allowed_sources() {
     println!("limited: sent {limited_sent} got {limited} (expected {expected}); blocked: sent {blocked_sent} got {}; allowed: sent {allowed_sent} got {}",
         got.from(ip("198.51.100.3")), got.from(ip("192.0.2.2")));
     assert!(limited_sent >= 900, "sender fell behind: {limited_sent}");
-    assert!(within(limited, expected, 10.0), "limited source got {limited} through, expected {expected} +-10%");
-    assert_eq!(got.from(ip("198.51.100.3")), 0, "a blocklisted source got through");
+    assert!(
+        within(limited, expected, 10.0),
+        "limited source got {limited} through, expected {expected} +-10%"
+    );
+    assert_eq!(
+        got.from(ip("198.51.100.3")),
+        0,
+        "a blocklisted source got through"
+    );
     assert!(blocked_sent > 900);
-    assert_eq!(got.from(ip("192.0.2.2")), allowed_sent, "the allowlisted source lost packets");
+    assert_eq!(
+        got.from(ip("192.0.2.2")),
+        allowed_sent,
+        "the allowlisted source lost packets"
+    );
     // The counters tell the same story.
     assert!(verdict(&fw, "blocked") >= blocked_sent);
     assert!(verdict(&fw, "allowed") >= allowed_sent);
     let row = top_row(&fw, "198.51.100.2/32").expect("limited source in top");
-    assert_eq!(row["drops"].as_u64().unwrap(), limited_sent - limited, "top drops vs what the sink missed");
+    assert_eq!(
+        row["drops"].as_u64().unwrap(),
+        limited_sent - limited,
+        "top drops vs what the sink missed"
+    );
 }
 
 #[test]
@@ -78,16 +124,39 @@ fn ipv6_sources_in_one_64_share_a_bucket() {
     let t = Duration::from_secs(2);
     // Two addresses of one /64, each at 2.5x the rate: 5x together.
     let sent: u64 = std::thread::scope(|s| {
-        let a = s.spawn(|| send_udp(&attacker, Some(ip("2001:db8:2::2")), sock("2001:db8:2::1", 9000), 250, t));
-        let b = s.spawn(|| send_udp(&attacker, Some(ip("2001:db8:2::3")), sock("2001:db8:2::1", 9000), 250, t));
+        let a = s.spawn(|| {
+            send_udp(
+                &attacker,
+                Some(ip("2001:db8:2::2")),
+                sock("2001:db8:2::1", 9000),
+                250,
+                t,
+            )
+        });
+        let b = s.spawn(|| {
+            send_udp(
+                &attacker,
+                Some(ip("2001:db8:2::3")),
+                sock("2001:db8:2::1", 9000),
+                250,
+                t,
+            )
+        });
         a.join().unwrap() + b.join().unwrap()
     });
     sink.settle(Duration::from_millis(300), Duration::from_secs(3));
     let c = sink.counts();
     let together = c.from(ip("2001:db8:2::2")) + c.from(ip("2001:db8:2::3"));
-    println!("sent {sent}, received {together} ({} + {})", c.from(ip("2001:db8:2::2")), c.from(ip("2001:db8:2::3")));
+    println!(
+        "sent {sent}, received {together} ({} + {})",
+        c.from(ip("2001:db8:2::2")),
+        c.from(ip("2001:db8:2::3"))
+    );
     // Separate buckets would let about twice as much through.
-    assert!(within(together, 250.0, 10.0), "the /64 got {together} through, expected 250 +-10%");
+    assert!(
+        within(together, 250.0, 10.0),
+        "the /64 got {together} through, expected 250 +-10%"
+    );
 }
 
 #[test]
@@ -100,8 +169,14 @@ fn vlan_tagged_flow_is_limited_like_an_untagged_one() {
     // Raw frames: this kernel has no 802.1Q module, so tagged frames can only
     // be injected. Two sources, 5x the rate for 2 s, one tagged.
     let frame = |src: &str, tagged: bool| {
-        let f = sb.attacker_frame(ip(src), ip("198.51.100.1")).udp(40000, 9000, 18);
-        if tagged { f.vlan(42).build() } else { f.build() }
+        let f = sb
+            .attacker_frame(ip(src), ip("198.51.100.1"))
+            .udp(40000, 9000, 18);
+        if tagged {
+            f.vlan(42).build()
+        } else {
+            f.build()
+        }
     };
     let tagged = vec![frame("198.51.100.50", true); 1000];
     let untagged = vec![frame("198.51.100.51", false); 1000];
@@ -133,20 +208,48 @@ fn stopping_the_controller_leaves_enforcement_and_a_restart_adopts_it() {
     let mut fw = start(&sb, &[]);
     let sink = UdpSink::bind(&sb.gw_path(), sock("0.0.0.0", 9000));
     let attacker = sb.attacker_path();
-    send_udp(&attacker, Some(ip("198.51.100.2")), sock("198.51.100.1", 9000), 500, Duration::from_secs(1));
+    send_udp(
+        &attacker,
+        Some(ip("198.51.100.2")),
+        sock("198.51.100.1", 9000),
+        500,
+        Duration::from_secs(1),
+    );
     let status = fw.stop();
     assert!(status.success(), "SIGTERM must exit 0, got {status}");
     assert!(fw.events().iter().any(|e| e["event"] == "stop"));
     // Still attached and enforcing with no controller.
-    assert!(link_details(&sb.gw_ns, &sb.gw_attacker_if).contains("prog/xdp"), "detached on exit");
+    assert!(
+        link_details(&sb.gw_ns, &sb.gw_attacker_if).contains("prog/xdp"),
+        "detached on exit"
+    );
     let before = sink.count();
-    send_udp(&attacker, Some(ip("198.51.100.3")), sock("198.51.100.1", 9000), 500, Duration::from_millis(500));
-    send_udp(&attacker, Some(ip("198.51.100.2")), sock("198.51.100.1", 9000), 1000, Duration::from_secs(1));
+    send_udp(
+        &attacker,
+        Some(ip("198.51.100.3")),
+        sock("198.51.100.1", 9000),
+        500,
+        Duration::from_millis(500),
+    );
+    send_udp(
+        &attacker,
+        Some(ip("198.51.100.2")),
+        sock("198.51.100.1", 9000),
+        1000,
+        Duration::from_secs(1),
+    );
     sink.settle(Duration::from_millis(300), Duration::from_secs(3));
     let c = sink.counts();
-    assert_eq!(c.from(ip("198.51.100.3")), 0, "blocked source passed while the controller was down");
+    assert_eq!(
+        c.from(ip("198.51.100.3")),
+        0,
+        "blocked source passed while the controller was down"
+    );
     let second = c.total - before;
-    assert!(second <= 150, "{second} passed in 1 s at 10x the rate with no controller");
+    assert!(
+        second <= 150,
+        "{second} passed in 1 s at 10x the rate with no controller"
+    );
     let dropped = verdict(&fw, "rate_limited");
     // A second `run` adopts the pinned state: counters continue.
     let policy = policy_file(POLICY);
@@ -154,13 +257,30 @@ fn stopping_the_controller_leaves_enforcement_and_a_restart_adopts_it() {
         &tests::firewall_bin(),
         &sb.gw_ns,
         fw.pin_dir(),
-        &["--iface", &sb.gw_client_if, "--iface", &sb.gw_attacker_if, "--config", policy.to_str().unwrap()],
+        &[
+            "--iface",
+            &sb.gw_client_if,
+            "--iface",
+            &sb.gw_attacker_if,
+            "--config",
+            policy.to_str().unwrap(),
+        ],
     )
     .expect("restart");
-    let attach: Vec<_> = fw2.events().into_iter().filter(|e| e["event"] == "attach").collect();
+    let attach: Vec<_> = fw2
+        .events()
+        .into_iter()
+        .filter(|e| e["event"] == "attach")
+        .collect();
     assert_eq!(attach.len(), 2);
-    assert!(attach.iter().all(|e| e["replaced"] == true), "restart re-attached instead of adopting: {attach:?}");
-    assert!(verdict(&fw2, "rate_limited") >= dropped, "counters were reset");
+    assert!(
+        attach.iter().all(|e| e["replaced"] == true),
+        "restart re-attached instead of adopting: {attach:?}"
+    );
+    assert!(
+        verdict(&fw2, "rate_limited") >= dropped,
+        "counters were reset"
+    );
     drop(fw2);
 }
 
@@ -174,11 +294,21 @@ fn detach_removes_everything() {
     assert!(link_details(&sb.gw_ns, &sb.gw_client_if).contains("prog/xdp"));
     fw.stop();
     let out = ok(&fw, &["detach"]);
-    assert!(out.contains(&sb.gw_client_if) && out.contains(&sb.gw_attacker_if), "{out}");
+    assert!(
+        out.contains(&sb.gw_client_if) && out.contains(&sb.gw_attacker_if),
+        "{out}"
+    );
     for ifname in [&sb.gw_client_if, &sb.gw_attacker_if] {
-        assert!(!link_details(&sb.gw_ns, ifname).contains("prog/xdp"), "{ifname} still has a program");
+        assert!(
+            !link_details(&sb.gw_ns, ifname).contains("prog/xdp"),
+            "{ifname} still has a program"
+        );
     }
-    assert!(!fw.pin_dir().exists(), "pins left in {}", fw.pin_dir().display());
+    assert!(
+        !fw.pin_dir().exists(),
+        "pins left in {}",
+        fw.pin_dir().display()
+    );
     let out = fw.cli(&["stats"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(tests::e2e::stderr(&out).starts_with("error:"));

@@ -21,21 +21,15 @@ pub struct Row {
 }
 
 pub fn entries(maps: &Maps) -> Result<Vec<(SourceKey, SourceState)>> {
-    let mut out = Vec::new();
-    for item in maps.sources.iter() {
-        // Entries may be evicted while iterating: skip what vanished.
-        if let Ok(kv) = item {
-            out.push(kv);
-        }
-    }
-    Ok(out)
+    // Entries may be evicted while iterating: skip what vanished.
+    Ok(maps.sources.iter().flatten().collect())
 }
 
 pub fn rows(maps: &Maps, n: usize) -> Result<Vec<Row>> {
     let cfg = maps.config()?;
     let now = mono_ns();
     let mut all = entries(maps)?;
-    all.sort_by(|a, b| (b.1.drops, b.1.packets).cmp(&(a.1.drops, a.1.packets)));
+    all.sort_by_key(|(_, s)| std::cmp::Reverse((s.drops, s.packets)));
     all.truncate(n);
     let names = maps.rule_names()?;
     Ok(all
