@@ -3,6 +3,7 @@
 
 pub mod addr;
 pub mod apply;
+pub mod batch;
 pub mod cli;
 pub mod clock;
 pub mod commands;

@@ -28,6 +28,20 @@ impl List {
     }
 }
 
+/// The bytes of a map value, as the kernel stores it.
+fn pod_bytes(e: &ListEntry) -> &[u8] {
+    // SAFETY: ListEntry is #[repr(C)] plain data with explicit padding
+    // fields (its size is asserted in firewall-common): every byte is
+    // initialised.
+    #[allow(unsafe_code)]
+    unsafe {
+        std::slice::from_raw_parts(
+            e as *const ListEntry as *const u8,
+            std::mem::size_of::<ListEntry>(),
+        )
+    }
+}
+
 fn is_missing(e: &MapError) -> bool {
     match e {
         MapError::KeyNotFound => true,
@@ -146,6 +160,65 @@ impl Maps {
 
     pub fn list_all(&self, list: List) -> Result<Vec<(IpNet, ListEntry)>> {
         self.list_all_in(self.active_set()?, list)
+    }
+
+    /// Insert many entries into both sets, in batches of `chunk`; `progress`
+    /// is told how many are done after each batch.
+    pub fn list_put_many(
+        &mut self,
+        list: List,
+        entries: &[(IpNet, ListEntry)],
+        chunk: usize,
+        mut progress: impl FnMut(usize),
+    ) -> Result<()> {
+        use firewall_common::maps as names;
+        let (n4, n6) = match list {
+            List::Allow => (names::ALLOW_V4, names::ALLOW_V6),
+            List::Block => (names::BLOCK_V4, names::BLOCK_V6),
+        };
+        let mut done = 0;
+        for part in entries.chunks(chunk.max(1)) {
+            // Keys as the kernel packs them: prefix length, then address.
+            let (mut k4, mut v4, mut k6, mut v6) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+            let (mut c4, mut c6) = (0, 0);
+            for (net, e) in part {
+                let mut e = *e;
+                e.prefix_len = net.prefix_len();
+                let val = pod_bytes(&e);
+                let (keys, vals, count) = match net {
+                    IpNet::V4(_) => (&mut k4, &mut v4, &mut c4),
+                    IpNet::V6(_) => (&mut k6, &mut v6, &mut c6),
+                };
+                keys.extend_from_slice(&(net.prefix_len() as u32).to_ne_bytes());
+                match net {
+                    IpNet::V4(n) => keys.extend_from_slice(&n.addr().octets()),
+                    IpNet::V6(n) => keys.extend_from_slice(&n.addr().octets()),
+                }
+                vals.extend_from_slice(val);
+                *count += 1;
+            }
+            for set in [0, 1] {
+                for (name, keys, vals, count) in [(n4[set], &k4, &v4, c4), (n6[set], &k6, &v6, c6)]
+                {
+                    if count == 0 {
+                        continue;
+                    }
+                    let map = aya::maps::MapData::from_pin(self.dir.join(name))?;
+                    if crate::batch::update(&map, keys, vals, count).is_err() {
+                        // No batch support for tries on this kernel: one by one.
+                        for (net, e) in part
+                            .iter()
+                            .filter(|(n, _)| matches!(n, IpNet::V4(_)) == (name == n4[set]))
+                        {
+                            self.list_put_in(set, list, net, *e)?;
+                        }
+                    }
+                }
+            }
+            done += part.len();
+            progress(done);
+        }
+        Ok(())
     }
 
     pub fn limit_get(&self, net: &IpNet) -> Result<Option<LimitEntry>> {

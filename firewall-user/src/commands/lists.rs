@@ -197,31 +197,41 @@ pub fn import(maps: &mut Maps, file: &Path) -> Result<()> {
     let nets = parse_import(&text)?;
     let started = Instant::now();
     let tty = std::io::stderr().is_terminal();
-    let mut added = 0usize;
+    // Manual and file entries win over an import.
+    let existing: std::collections::HashMap<IpNet, ListEntry> =
+        maps.list_all(List::Block)?.into_iter().collect();
     let mut kept = 0usize;
+    let mut seen = std::collections::HashSet::new();
     let mut fresh = Vec::with_capacity(nets.len());
     for net in &nets {
-        match maps.list_get(List::Block, net)? {
-            // Manual and file entries win over an import.
+        if !seen.insert(*net) {
+            continue;
+        }
+        match existing.get(net) {
             Some(e) if e.origin != Origin::Import as u8 && e.origin != Origin::Autoban as u8 => {
                 kept += 1
             }
             _ => fresh.push(*net),
         }
     }
-    for chunk in fresh.chunks(10_000) {
-        for net in chunk {
-            let e = ListEntry {
-                origin: Origin::Import as u8,
-                ..Default::default()
-            };
-            maps.list_put(List::Block, net, e)?;
-        }
-        added += chunk.len();
+    let entries: Vec<(IpNet, ListEntry)> = fresh
+        .iter()
+        .map(|n| {
+            (
+                *n,
+                ListEntry {
+                    origin: Origin::Import as u8,
+                    ..Default::default()
+                },
+            )
+        })
+        .collect();
+    maps.list_put_many(List::Block, &entries, 10_000, |done| {
         if tty {
-            eprint!("\rimported {added}/{}", fresh.len());
+            eprint!("\rimported {done}/{}", entries.len());
         }
-    }
+    })?;
+    let added = entries.len();
     if tty {
         eprintln!();
     }
