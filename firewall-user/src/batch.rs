@@ -26,7 +26,7 @@ struct BatchAttr {
 /// Kernels without batch support for the map type answer EINVAL or
 /// ENOTSUPP; the caller then falls back to single updates.
 pub fn update(map: &MapData, keys: &[u8], values: &[u8], count: usize) -> std::io::Result<()> {
-    assert!(count == 0 || (keys.len() % count == 0 && values.len() % count == 0));
+    assert!(count == 0 || (keys.len().is_multiple_of(count) && values.len().is_multiple_of(count)));
     let mut attr = BatchAttr {
         keys: keys.as_ptr() as u64,
         values: values.as_ptr() as u64,
