@@ -65,6 +65,9 @@ pub enum Stat {
     NewSourceRefused = 1,
     /// Events lost because the ring buffer was full.
     EventsLost = 2,
+    /// Packets handled by a program built with the `upgrade-variant`
+    /// feature (zero in normal builds): shows which object is running.
+    VariantPackets = 3,
 }
 pub const N_STATS: u32 = 4;
 

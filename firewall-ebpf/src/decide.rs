@@ -32,6 +32,8 @@ pub fn decide(data: usize, end: usize, len: u64) -> Verdict {
             _ => (Verdict::Passed, NO_RULE),
         },
     };
+    #[cfg(feature = "upgrade-variant")]
+    stat(Stat::VariantPackets);
     count(&COUNTERS, verdict as u32, len);
     if rule != NO_RULE {
         count(&RULE_COUNTERS, rule * N_VERDICTS + verdict as u32, len);

@@ -96,6 +96,7 @@ fn test_steps(cargo_args: Vec<String>, test_args: Vec<String>) -> Vec<Step> {
     vec![
         Step::new("setup", setup::setup),
         Step::new("build firewall (release)", build_firewall),
+        Step::new("build upgrade-variant firewall (release)", build_variant),
         Step::new("cargo test (release, workspace)", move || {
             let bin = util::firewall_release_bin();
             let mut c = cargo();
@@ -114,7 +115,9 @@ fn test_steps(cargo_args: Vec<String>, test_args: Vec<String>) -> Vec<Step> {
             if !test_args.iter().any(|a| a.starts_with("--test-threads")) {
                 c.arg("--test-threads=2");
             }
-            c.args(&test_args).env("FIREWALL_BIN", &bin);
+            c.args(&test_args)
+                .env("FIREWALL_BIN", &bin)
+                .env("FIREWALL_BIN_VARIANT", variant_bin());
             run(&mut c)
         }),
     ]
@@ -123,6 +126,19 @@ fn test_steps(cargo_args: Vec<String>, test_args: Vec<String>) -> Vec<Step> {
 /// `cargo build --release -p firewall-user`: the `firewall` binary.
 pub fn build_firewall() -> Result<()> {
     run(cargo().args(["build", "--release", "-p", "firewall-user"]))
+}
+
+/// A second `firewall` whose data-plane object differs (built with the
+/// `upgrade-variant` feature), for the in-place upgrade test.
+pub fn build_variant() -> Result<()> {
+    run(cargo()
+        .args(["build", "--release", "-p", "firewall-user", "--target-dir"])
+        .arg(util::workspace_root().join("target/variant"))
+        .env("FIREWALL_EBPF_FEATURES", "upgrade-variant"))
+}
+
+pub fn variant_bin() -> std::path::PathBuf {
+    util::workspace_root().join("target/variant/release/firewall")
 }
 
 /// Runs the steps in order, printing each with its time, stopping at the

@@ -44,6 +44,8 @@ pub struct NewSources {
     pub admitted: u64,
     pub refused: u64,
     pub events_lost: u64,
+    /// Packets handled by an `upgrade-variant` build (test builds only).
+    pub variant_packets: u64,
 }
 
 /// Read every counter from the pinned maps.
@@ -83,6 +85,7 @@ pub fn read(maps: &Maps) -> Result<Stats> {
             admitted: maps.stat(Stat::NewSourceAdmitted)?,
             refused: maps.stat(Stat::NewSourceRefused)?,
             events_lost: maps.stat(Stat::EventsLost)?,
+            variant_packets: maps.stat(Stat::VariantPackets)?,
         },
     })
 }

@@ -64,6 +64,8 @@ struct Daemon {
     file_stamp: Option<(SystemTime, u64)>,
     strikes: autoban::Strikes,
     state: DaemonState,
+    /// Interfaces attached under the pin directory, to report detaches.
+    attached: Vec<loader::Attachment>,
 }
 
 fn stamp(p: &Path) -> Option<(SystemTime, u64)> {
@@ -148,6 +150,7 @@ pub async fn run(pin_dir: &Path, args: RunArgs) -> Result<()> {
         policy,
         strikes: autoban::Strikes::default(),
         state: st,
+        attached: loader::attachments(pin_dir)?,
     };
     // The program objects are not needed any more: links and maps are pinned.
     drop(ebpf);
@@ -179,7 +182,11 @@ impl Daemon {
                 _ = sigint.recv() => return Ok(()),
                 _ = sigterm.recv() => return Ok(()),
                 _ = sighup.recv() => self.reload("SIGHUP"),
-                _ = tick.tick() => self.housekeeping(),
+                _ = tick.tick() => {
+                    if !self.housekeeping() {
+                        return Ok(());
+                    }
+                }
                 guard = ring.readable_mut() => {
                     let mut guard = guard?;
                     let mut batch = Vec::new();
@@ -200,7 +207,24 @@ impl Daemon {
         }
     }
 
-    fn housekeeping(&mut self) {
+    /// Periodic work; false once the data plane was detached under us.
+    fn housekeeping(&mut self) -> bool {
+        let now = loader::attachments(&self.pin_dir).unwrap_or_default();
+        for gone in self
+            .attached
+            .iter()
+            .filter(|a| !now.iter().any(|n| n.iface == a.iface))
+        {
+            self.log.emit(
+                "detach",
+                json!({"iface": gone.iface, "mode": gone.mode.name()}),
+            );
+        }
+        self.attached = now;
+        if self.attached.is_empty() && !self.pin_dir.join(names::CONFIG).exists() {
+            eprintln!("the data plane was detached (`firewall detach`); exiting");
+            return false;
+        }
         if let Some(path) = self.args.config.clone() {
             let now = stamp(&path);
             if now != self.file_stamp {
@@ -214,6 +238,7 @@ impl Daemon {
         if let Some(ab) = &self.policy.autoban {
             self.strikes.decay(ab, Instant::now());
         }
+        true
     }
 
     fn reload(&mut self, why: &str) {

@@ -1,0 +1,339 @@
+//! End to end: TC mode, enforcement that outlives the controller, in-place
+//! upgrades, and a spoofed-source flood of a million addresses.
+
+use std::{
+    net::{IpAddr, Ipv4Addr},
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use tests::{
+    e2e::{json, policy_file, sock, verdict, within},
+    packet::checksum,
+    send_udp, FirewallDaemon, RawSocket, Sandbox, UdpSink,
+};
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+const POLICY: &str = "block = [\"198.51.100.3\"]\n[defaults]\nrate = 100\nburst = 50\n";
+
+fn args<'a>(sb: &'a Sandbox, policy: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut a = vec![
+        "--iface",
+        &sb.gw_client_if,
+        "--iface",
+        &sb.gw_attacker_if,
+        "--config",
+        policy,
+    ];
+    a.extend_from_slice(extra);
+    a
+}
+
+#[test]
+fn tc_mode_enforces_the_same_policy() {
+    if !tests::privileged("tc_mode_enforces_the_same_policy") {
+        return;
+    }
+    let sb = Sandbox::new().unwrap();
+    let policy = policy_file(POLICY);
+    let fw = FirewallDaemon::start(
+        &sb.gw_ns,
+        &args(&sb, policy.to_str().unwrap(), &["--mode", "tc"]),
+    );
+    let status = json(&fw, &["status", "--json"]);
+    let modes: Vec<_> = status["attached"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["mode"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(modes, ["tc", "tc"], "{status}");
+    assert!(status["attached"][0]["program_id"].as_u64().is_some());
+    let sink = UdpSink::bind(&sb.gw_path(), sock("0.0.0.0", 9000));
+    let t = Duration::from_secs(2);
+    let attacker = sb.attacker_path();
+    let (limited_sent, blocked_sent) = std::thread::scope(|s| {
+        let a = s.spawn(|| {
+            send_udp(
+                &attacker,
+                Some(ip("198.51.100.2")),
+                sock("198.51.100.1", 9000),
+                500,
+                t,
+            )
+        });
+        let b = s.spawn(|| {
+            send_udp(
+                &attacker,
+                Some(ip("198.51.100.3")),
+                sock("198.51.100.1", 9000),
+                200,
+                t,
+            )
+        });
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    sink.settle(Duration::from_millis(300), Duration::from_secs(3));
+    let c = sink.counts();
+    println!(
+        "tc: limited sent {limited_sent} got {}; blocked sent {blocked_sent} got {}",
+        c.from(ip("198.51.100.2")),
+        c.from(ip("198.51.100.3"))
+    );
+    assert!(within(c.from(ip("198.51.100.2")), 250.0, 10.0));
+    assert_eq!(c.from(ip("198.51.100.3")), 0);
+    assert_eq!(verdict(&fw, "blocked"), blocked_sent);
+}
+
+#[test]
+fn kill_9_during_a_flood_keeps_enforcing_and_a_restart_adopts_the_buckets() {
+    if !tests::privileged("kill_9_during_a_flood_keeps_enforcing_and_a_restart_adopts_the_buckets")
+    {
+        return;
+    }
+    let sb = Sandbox::new().unwrap();
+    let policy = policy_file(POLICY);
+    let p = policy.to_str().unwrap();
+    let mut fw = FirewallDaemon::start(&sb.gw_ns, &args(&sb, p, &[]));
+    let sink = UdpSink::bind(&sb.gw_path(), sock("0.0.0.0", 9000));
+    let attacker = sb.attacker_path();
+    let t = Duration::from_secs(4);
+    let (flood_sent, blocked_sent, fw2) = std::thread::scope(|s| {
+        let a = s.spawn(|| {
+            send_udp(
+                &attacker,
+                Some(ip("198.51.100.2")),
+                sock("198.51.100.1", 9000),
+                1000,
+                t,
+            )
+        });
+        let b = s.spawn(|| {
+            send_udp(
+                &attacker,
+                Some(ip("198.51.100.3")),
+                sock("198.51.100.1", 9000),
+                200,
+                t,
+            )
+        });
+        std::thread::sleep(Duration::from_secs(1));
+        fw.kill9();
+        std::thread::sleep(Duration::from_millis(1500));
+        let fw2 = FirewallDaemon::spawn(
+            &tests::firewall_bin(),
+            &sb.gw_ns,
+            fw.pin_dir(),
+            &args(&sb, p, &[]),
+        )
+        .expect("restart");
+        (a.join().unwrap(), b.join().unwrap(), fw2)
+    });
+    sink.settle(Duration::from_millis(300), Duration::from_secs(3));
+    let c = sink.counts();
+    let through = c.from(ip("198.51.100.2"));
+    // One bucket all along: burst + rate * 4 s. A bucket restarted from full
+    // on restart would add another burst (50).
+    println!("flood: sent {flood_sent}, through {through} (expected 450); blocked: sent {blocked_sent}, through {}", c.from(ip("198.51.100.3")));
+    assert!(within(through, 450.0, 8.0), "{through} through");
+    assert_eq!(
+        c.from(ip("198.51.100.3")),
+        0,
+        "the blocked source got through while the controller was dead"
+    );
+    assert_eq!(
+        verdict(&fw2, "blocked"),
+        blocked_sent,
+        "counters did not survive the restart"
+    );
+    let attach: Vec<_> = fw2
+        .events()
+        .into_iter()
+        .filter(|e| e["event"] == "attach")
+        .collect();
+    assert!(attach.iter().all(|e| e["replaced"] == true), "{attach:?}");
+}
+
+fn variant_bin() -> Option<PathBuf> {
+    match std::env::var_os("FIREWALL_BIN_VARIANT") {
+        Some(p) => Some(PathBuf::from(p)),
+        None if tests::under_ci() => {
+            panic!("FIREWALL_BIN_VARIANT is not set (cargo xtask test builds it)")
+        }
+        None => {
+            eprintln!("SKIP upgrade test: set FIREWALL_BIN_VARIANT to a build made with FIREWALL_EBPF_FEATURES=upgrade-variant (cargo xtask test does)");
+            None
+        }
+    }
+}
+
+#[test]
+fn an_upgraded_binary_replaces_the_program_with_no_unfiltered_window() {
+    if !tests::privileged("an_upgraded_binary_replaces_the_program_with_no_unfiltered_window") {
+        return;
+    }
+    let Some(variant) = variant_bin() else { return };
+    let sb = Sandbox::new().unwrap();
+    let policy =
+        policy_file("block = [\"198.51.100.3\"]\n[defaults]\nrate = 100000\nburst = 100000\n");
+    let p = policy.to_str().unwrap();
+    let mut old = FirewallDaemon::start(&sb.gw_ns, &args(&sb, p, &[]));
+    let id_before = json(&old, &["status", "--json"])["attached"][0]["program_id"]
+        .as_u64()
+        .unwrap();
+    let sink = UdpSink::bind(&sb.gw_path(), sock("0.0.0.0", 9000));
+    let (client, attacker) = (sb.client_path(), sb.attacker_path());
+    let t = Duration::from_secs(3);
+    let (client_sent, blocked_sent, new) = std::thread::scope(|s| {
+        let a = s.spawn(|| {
+            send_udp(
+                &client,
+                Some(ip("192.0.2.2")),
+                sock("192.0.2.1", 9000),
+                500,
+                t,
+            )
+        });
+        let b = s.spawn(|| {
+            send_udp(
+                &attacker,
+                Some(ip("198.51.100.3")),
+                sock("198.51.100.1", 9000),
+                500,
+                t,
+            )
+        });
+        std::thread::sleep(Duration::from_secs(1));
+        assert!(old.stop().success());
+        let new = FirewallDaemon::spawn(&variant, &sb.gw_ns, old.pin_dir(), &args(&sb, p, &[]))
+            .expect("upgraded daemon");
+        (a.join().unwrap(), b.join().unwrap(), new)
+    });
+    sink.settle(Duration::from_millis(300), Duration::from_secs(3));
+    let c = sink.counts();
+    let stats = json(&new, &["stats", "--json"]);
+    let variant_packets = stats["new_sources"]["variant_packets"].as_u64().unwrap();
+    let total = stats["totals"]["packets"].as_u64().unwrap();
+    let id_after = json(&new, &["status", "--json"])["attached"][0]["program_id"]
+        .as_u64()
+        .unwrap();
+    println!(
+        "client sent {client_sent} got {}; blocked sent {blocked_sent}, counted {}, got {}; new program handled {variant_packets} of {total}; program {id_before} -> {id_after}",
+        c.from(ip("192.0.2.2")), stats["verdicts"]["blocked"]["packets"], c.from(ip("198.51.100.3"))
+    );
+    assert_ne!(id_before, id_after, "the program was not replaced");
+    assert!(
+        variant_packets > 0 && variant_packets < total,
+        "both programs must have handled part of the traffic"
+    );
+    // No window without a program: every packet of the blocked source was
+    // counted as blocked by one program or the other, none reached the host.
+    assert_eq!(c.from(ip("198.51.100.3")), 0);
+    assert_eq!(
+        stats["verdicts"]["blocked"]["packets"].as_u64().unwrap(),
+        blocked_sent
+    );
+    assert_eq!(
+        c.from(ip("192.0.2.2")),
+        client_sent,
+        "the client lost packets during the upgrade"
+    );
+    let attach: Vec<_> = new
+        .events()
+        .into_iter()
+        .filter(|e| e["event"] == "attach")
+        .collect();
+    assert!(attach.iter().all(|e| e["replaced"] == true));
+}
+
+/// Frames from `n` distinct spoofed sources (100.64.0.0 upwards), written
+/// into one buffer in turn: the UDP checksum is zero (optional in IPv4),
+/// the IP header checksum is recomputed.
+fn spoofed_flood(sb: &Sandbox, n: u32, deadline: Duration) -> (u64, Duration) {
+    let template = sb
+        .attacker_frame(ip("100.64.0.1"), ip("198.51.100.1"))
+        .udp(40000, 9000, 18)
+        .build();
+    let sock = RawSocket::open(&sb.attacker_path(), &sb.attacker_if).expect("raw socket");
+    let start = Instant::now();
+    let mut frame = template.clone();
+    frame[14 + 20 + 6..14 + 20 + 8].copy_from_slice(&[0, 0]);
+    let mut sent = 0;
+    for i in 0..n {
+        if start.elapsed() > deadline {
+            break;
+        }
+        let src = Ipv4Addr::from(0x6440_0000u32 + i);
+        frame[14 + 12..14 + 16].copy_from_slice(&src.octets());
+        frame[14 + 10..14 + 12].copy_from_slice(&[0, 0]);
+        let c = checksum(&frame[14..34]);
+        frame[14 + 10..14 + 12].copy_from_slice(&c.to_be_bytes());
+        if sock.send(&frame).is_ok() {
+            sent += 1;
+        }
+    }
+    (sent, start.elapsed())
+}
+
+#[test]
+fn a_spoofed_flood_of_a_million_sources_is_cut_to_the_new_source_budget() {
+    if !tests::privileged("a_spoofed_flood_of_a_million_sources_is_cut_to_the_new_source_budget") {
+        return;
+    }
+    let sb = Sandbox::new().unwrap();
+    let policy = policy_file("[defaults]\nrate = 100\nburst = 200\n[flood]\nnew_sources_rate = 1000\nnew_sources_burst = 2000\n");
+    let fw = FirewallDaemon::start(&sb.gw_ns, &args(&sb, policy.to_str().unwrap(), &[]));
+    let sink = UdpSink::bind(&sb.gw_path(), sock("0.0.0.0", 9000));
+    let client = sb.client_path();
+    // The legitimate source starts first (it is a known source before the
+    // flood) and stays within its limit throughout.
+    let ((spoofed_sent, took), client_sent) = std::thread::scope(|s| {
+        let c = s.spawn(|| {
+            send_udp(
+                &client,
+                Some(ip("192.0.2.2")),
+                sock("192.0.2.1", 9000),
+                50,
+                Duration::from_secs(8),
+            )
+        });
+        std::thread::sleep(Duration::from_millis(500));
+        let f = spoofed_flood(&sb, 1_000_000, Duration::from_secs(60));
+        (f, c.join().unwrap())
+    });
+    sink.settle(Duration::from_millis(500), Duration::from_secs(5));
+    let c = sink.counts();
+    let legit = c.from(ip("192.0.2.2"));
+    let spoofed_through = c.total - legit;
+    let secs = took.as_secs_f64();
+    let bound = 2000.0 + 1000.0 * secs;
+    let stats = json(&fw, &["stats", "--json"]);
+    let status = json(&fw, &["status", "--json"]);
+    println!(
+        "spoofed: sent {spoofed_sent} from distinct sources in {secs:.1}s, {spoofed_through} through (bound {bound:.0}); refused {}; client sent {client_sent} got {legit}; tracked {} of {}",
+        stats["new_sources"]["refused"], status["tracked_sources"], status["tracked_sources_capacity"]
+    );
+    assert!(
+        spoofed_sent >= 1_000_000,
+        "only {spoofed_sent} spoofed frames sent"
+    );
+    assert_eq!(
+        legit, client_sent,
+        "the legitimate source lost packets its limit admits"
+    );
+    assert!(
+        (spoofed_through as f64) <= bound,
+        "{spoofed_through} spoofed packets passed, bound {bound:.0}"
+    );
+    assert!(spoofed_through > 0, "the budget admitted nothing");
+    let tracked = status["tracked_sources"].as_u64().unwrap();
+    assert!(tracked <= status["tracked_sources_capacity"].as_u64().unwrap());
+    assert!(
+        tracked as f64 <= bound + 10.0,
+        "{tracked} sources tracked: refused sources must not take entries"
+    );
+    assert!(stats["new_sources"]["refused"].as_u64().unwrap() >= spoofed_sent - bound as u64);
+}
