@@ -12,6 +12,8 @@ pub mod error;
 pub mod lists;
 pub mod loader;
 pub mod maps;
+pub mod migrate;
 pub mod policy;
+pub mod rawmap;
 pub mod state;
 pub mod text;

@@ -221,6 +221,26 @@ impl Maps {
         Ok(())
     }
 
+    /// Entries migrated from a layout without `prefix_len` get it from their
+    /// key again (exact lookups depend on it).
+    pub fn repair_prefix_lens(&mut self) -> Result<()> {
+        for set in [0, 1] {
+            for list in [List::Allow, List::Block] {
+                for (net, e) in self.list_all_in(set, list)? {
+                    if e.prefix_len != net.prefix_len() {
+                        self.list_put_in(set, list, &net, e)?;
+                    }
+                }
+            }
+            for (net, e) in self.limit_all_in(set)? {
+                if e.prefix_len != net.prefix_len() {
+                    self.limit_put_in(set, &net, e)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     pub fn limit_get(&self, net: &IpNet) -> Result<Option<LimitEntry>> {
         let set = self.active_set()?;
         let e = by_family!(net, &self.limit_v4[set], &self.limit_v6[set], |t, k| found(

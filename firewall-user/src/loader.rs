@@ -124,8 +124,10 @@ fn is_bpffs(p: &Path) -> bool {
         .unwrap_or(false)
 }
 
-/// Load the object, reusing (adopting) maps already pinned in `pin_dir`.
-pub fn load(pin_dir: &Path) -> Result<Ebpf> {
+/// Load the object, reusing (adopting) maps already pinned in `pin_dir`;
+/// pinned maps of another layout are migrated (see `migrate`).
+pub fn load(pin_dir: &Path) -> Result<(Ebpf, crate::migrate::Report)> {
+    let pending = crate::migrate::prepare(pin_dir, object())?;
     let mut ebpf = EbpfLoader::new()
         .default_map_pin_directory(pin_dir)
         .load(object())
@@ -146,7 +148,8 @@ pub fn load(pin_dir: &Path) -> Result<Ebpf> {
         };
         r.with_context(|| format!("the kernel verifier rejected {name}"))?;
     }
-    Ok(ebpf)
+    let report = crate::migrate::finish(pin_dir, pending);
+    Ok((ebpf, report))
 }
 
 /// What `attach` did, for the event log.

@@ -49,7 +49,7 @@ impl Harness {
         pin_to_one_cpu();
         let pin_dir = PathBuf::from(format!("/sys/fs/bpf/fwfix-{}", crate::unique_id()));
         loader::ensure_bpffs(&pin_dir)?;
-        let ebpf = loader::load(&pin_dir)?;
+        let (ebpf, _) = loader::load(&pin_dir)?;
         let mut maps = Maps::open(&pin_dir)?;
         apply(&mut maps, policy).context("applying the fixture policy")?;
         Ok(Harness {

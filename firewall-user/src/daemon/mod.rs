@@ -95,8 +95,15 @@ pub async fn run(pin_dir: &Path, args: RunArgs) -> Result<()> {
         })?;
     let log = EventLog::new(args.log_file.as_deref())?;
     loader::ensure_bpffs(pin_dir)?;
-    let mut ebpf = loader::load(pin_dir)?;
+    let (mut ebpf, migration) = loader::load(pin_dir)?;
     let mut maps = Maps::open(pin_dir)?;
+    if !migration.is_empty() {
+        for line in &migration.not_migrated {
+            eprintln!("warning: not migrated: {line}");
+        }
+        maps.repair_prefix_lens()?;
+        log.emit("migrate", json!(migration));
+    }
     // The policy goes in before any new attachment, so no packet on a newly
     // attached interface meets an empty policy.
     {

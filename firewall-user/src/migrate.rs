@@ -1,0 +1,190 @@
+//! Moving pinned state across a change of map layout (an upgrade whose
+//! object defines a map differently from the pinned one).
+//!
+//! Before the load, every pinned map whose type, key size, value size or
+//! capacity differs from the object's definition is read out and unpinned,
+//! so the loader creates it anew instead of mixing layouts. After the load
+//! the entries are written back where that is sound: same map type and key
+//! size, values converted by keeping the bytes both layouts share and
+//! zero-filling the rest (fields are only ever appended, and zero means
+//! "unset" for every field). Anything else is reported as not migrated.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use firewall_common::maps as names;
+
+use crate::rawmap::{RawMap, Shape};
+
+const RINGBUF: u32 = 27;
+
+/// A pinned map set aside for the load.
+pub struct Pending {
+    name: String,
+    old: Shape,
+    entries: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+/// What happened, for the event log.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct Report {
+    pub migrated: Vec<String>,
+    pub not_migrated: Vec<String>,
+}
+
+impl Report {
+    pub fn is_empty(&self) -> bool {
+        self.migrated.is_empty() && self.not_migrated.is_empty()
+    }
+}
+
+/// Set aside the pinned maps the object defines differently.
+pub fn prepare(pin_dir: &Path, object: &[u8]) -> Result<Vec<Pending>> {
+    let obj = aya_obj::Object::parse(object).context("parsing the data-plane object")?;
+    let mut pending = Vec::new();
+    for name in names::ALL {
+        let path = pin_dir.join(name);
+        if !path.exists() {
+            continue;
+        }
+        let def = obj
+            .maps
+            .get(name)
+            .with_context(|| format!("map {name} missing from the object"))?;
+        let want = Shape {
+            map_type: def.map_type(),
+            key_size: def.key_size(),
+            value_size: def.value_size(),
+            max_entries: def.max_entries(),
+            flags: def.map_flags(),
+        };
+        let old = RawMap::open_pinned(&path).with_context(|| format!("opening pinned {name}"))?;
+        let same = (
+            old.shape.map_type,
+            old.shape.key_size,
+            old.shape.value_size,
+            old.shape.max_entries,
+        ) == (
+            want.map_type,
+            want.key_size,
+            want.value_size,
+            want.max_entries,
+        );
+        if same {
+            continue;
+        }
+        let entries = if old.shape.map_type == RINGBUF {
+            Vec::new()
+        } else {
+            old.entries()?
+        };
+        std::fs::remove_file(&path).with_context(|| format!("unpinning {}", path.display()))?;
+        pending.push(Pending {
+            name: name.to_string(),
+            old: old.shape,
+            entries,
+        });
+    }
+    Ok(pending)
+}
+
+/// Convert one value: shared bytes kept, new bytes zero; per-CPU values
+/// (`new_len` covers every CPU) slot by slot.
+fn convert(value: &[u8], old: &Shape, new: &Shape, new_len: usize) -> Vec<u8> {
+    let mut out = vec![0u8; new_len];
+    if new.percpu() {
+        let (os, ns) = (
+            (old.value_size as usize).div_ceil(8) * 8,
+            (new.value_size as usize).div_ceil(8) * 8,
+        );
+        let n = old.value_size.min(new.value_size) as usize;
+        for (src, dst) in value.chunks(os).zip(out.chunks_mut(ns)) {
+            dst[..n].copy_from_slice(&src[..n]);
+        }
+    } else {
+        let n = value.len().min(out.len());
+        out[..n].copy_from_slice(&value[..n]);
+    }
+    out
+}
+
+/// Write the set-aside entries into the freshly created maps.
+pub fn finish(pin_dir: &Path, pending: Vec<Pending>) -> Report {
+    let mut report = Report::default();
+    for p in pending {
+        let n = p.entries.len();
+        let new = match RawMap::open_pinned(&pin_dir.join(&p.name)) {
+            Ok(m) => m,
+            Err(e) => {
+                report
+                    .not_migrated
+                    .push(format!("{}: {n} entries lost: {e}", p.name));
+                continue;
+            }
+        };
+        if p.old.map_type != new.shape.map_type || p.old.key_size != new.shape.key_size {
+            report.not_migrated.push(format!(
+                "{}: {n} entries lost: the map's type or key changed (type {} -> {}, key {} -> {} bytes)",
+                p.name, p.old.map_type, new.shape.map_type, p.old.key_size, new.shape.key_size
+            ));
+            continue;
+        }
+        let mut ok = 0;
+        let mut failed = 0;
+        for (k, v) in &p.entries {
+            match new.update(k, &convert(v, &p.old, &new.shape, new.value_len())) {
+                Ok(()) => ok += 1,
+                Err(_) => failed += 1,
+            }
+        }
+        report.migrated.push(format!(
+            "{}: {ok} of {n} entries (value {} -> {} bytes, capacity {} -> {})",
+            p.name,
+            p.old.value_size,
+            new.shape.value_size,
+            p.old.max_entries,
+            new.shape.max_entries
+        ));
+        if failed > 0 {
+            report.not_migrated.push(format!(
+                "{}: {failed} entries did not fit the new map",
+                p.name
+            ));
+        }
+    }
+    report
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shape(map_type: u32, value_size: u32) -> Shape {
+        Shape {
+            map_type,
+            key_size: 4,
+            value_size,
+            max_entries: 1,
+            flags: 0,
+        }
+    }
+
+    #[test]
+    fn values_keep_shared_bytes_and_zero_the_rest() {
+        let grown = convert(&[1, 2, 3, 4], &shape(1, 4), &shape(1, 8), 8);
+        assert_eq!(grown, [1, 2, 3, 4, 0, 0, 0, 0]);
+        let shrunk = convert(&[1, 2, 3, 4, 5, 6], &shape(1, 6), &shape(1, 2), 2);
+        assert_eq!(shrunk, [1, 2]);
+    }
+
+    #[test]
+    fn per_cpu_values_convert_slot_by_slot() {
+        // Two CPUs; 8-byte values become 16-byte values.
+        let old: Vec<u8> = (1..=16).collect();
+        let new = convert(&old, &shape(6, 8), &shape(6, 16), 32);
+        assert_eq!(&new[..8], &old[..8]);
+        assert_eq!(&new[8..16], &[0; 8]);
+        assert_eq!(&new[16..24], &old[8..16]);
+        assert_eq!(&new[24..], &[0; 8]);
+    }
+}
