@@ -189,6 +189,62 @@ fn every_bad_file_is_rejected_with_the_right_line_and_message() {
     );
 }
 
+/// The same table through the real binary: `firewall check FILE` exits 2,
+/// prints each problem with its line on stderr, and 0 for a good file.
+#[test]
+fn firewall_check_names_every_problem_and_sets_the_exit_status() {
+    let dir = std::env::temp_dir().join(format!("fw-check-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bin = env!("CARGO_BIN_EXE_firewall");
+    let mut failures = Vec::new();
+    for (i, (text, line, needle)) in bad_files().iter().enumerate() {
+        let f = dir.join(format!("bad-{i}.toml"));
+        std::fs::write(&f, text).unwrap();
+        let out = std::process::Command::new(bin)
+            .arg("check")
+            .arg(&f)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        let want = format!("line {line}: error: ");
+        let hit = err.lines().any(|l| l.contains(&want) && l.contains(needle));
+        if out.status.code() != Some(2) || !hit || !out.stdout.is_empty() {
+            failures.push(format!(
+                "case {i}: status {:?}, wanted `{want}...{needle}` in:\n{err}",
+                out.status.code()
+            ));
+        }
+    }
+    for good in ["tests/policies/example.toml"] {
+        let out = std::process::Command::new(bin)
+            .arg("check")
+            .arg(good)
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{good}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(String::from_utf8_lossy(&out.stdout).contains("valid"));
+    }
+    let missing = std::process::Command::new(bin)
+        .args(["check", "/nonexistent/policy.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&missing.stderr)
+        .starts_with("error: cannot read /nonexistent/policy.toml"));
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        failures.is_empty(),
+        "{} cases failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
 #[test]
 fn all_problems_are_reported_not_just_the_first() {
     let text = "\
