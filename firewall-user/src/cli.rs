@@ -48,6 +48,15 @@ pub enum Command {
         #[arg(long, value_name = "IF")]
         iface: Option<String>,
     },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    #[command(hide = true)]
+    Completions { shell: clap_complete::Shell },
+    /// Write the man pages (firewall.1 and one per subcommand) into DIR.
+    #[command(hide = true)]
+    Man {
+        #[arg(long, value_name = "DIR")]
+        out_dir: PathBuf,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -93,6 +102,17 @@ pub struct TopArgs {
     pub n: usize,
     #[arg(long)]
     pub json: bool,
+    /// Live full-screen view refreshed every SECS seconds (default 1): rates
+    /// per verdict with their history, top sources, bans; keys to sort,
+    /// pause, block and unblock (q to quit).
+    #[arg(
+        long,
+        value_name = "SECS",
+        num_args = 0..=1,
+        default_missing_value = "1",
+        conflicts_with = "json"
+    )]
+    pub watch: Option<u64>,
 }
 
 #[derive(Subcommand, Debug)]

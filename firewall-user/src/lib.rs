@@ -17,3 +17,4 @@ pub mod policy;
 pub mod rawmap;
 pub mod state;
 pub mod text;
+pub mod tui;

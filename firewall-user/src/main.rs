@@ -40,7 +40,12 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Status(a) => commands::status::run(&Maps::open(pin)?, a.json),
         Command::Stats(a) => commands::stats::run(&Maps::open(pin)?, a.json, a.watch),
-        Command::Top(a) => commands::top::run(&Maps::open(pin)?, a.n, a.json),
+        Command::Top(a) => match a.watch {
+            Some(secs) => firewall_user::tui::run(pin, a.n, secs),
+            None => commands::top::run(&Maps::open(pin)?, a.n, a.json),
+        },
+        Command::Completions { shell } => commands::generate::completions(shell),
+        Command::Man { out_dir } => commands::generate::man_pages(&out_dir),
         Command::Block(cmd) => {
             let mut maps = Maps::open(pin)?;
             let _lock = maps.write_lock()?;

@@ -100,7 +100,7 @@ pub fn del(maps: &mut Maps, list: List, nets: &[IpNet]) -> Result<()> {
     refresh_flags(maps)
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, Clone, Debug)]
 pub struct Row {
     pub cidr: String,
     pub origin: &'static str,

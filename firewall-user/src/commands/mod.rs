@@ -1,5 +1,6 @@
 //! CLI commands that read or change the pinned state (no daemon needed).
 
+pub mod generate;
 pub mod limits;
 pub mod lists;
 pub mod stats;

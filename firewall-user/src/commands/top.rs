@@ -25,11 +25,32 @@ pub fn entries(maps: &Maps) -> Result<Vec<(SourceKey, SourceState)>> {
     Ok(maps.sources.iter().flatten().collect())
 }
 
+/// What `top` ranks sources by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Order {
+    /// Most dropped packets first, then most packets.
+    Drops,
+    /// Most packets first, then most drops.
+    Packets,
+}
+
 pub fn rows(maps: &Maps, n: usize) -> Result<Vec<Row>> {
+    rows_of(maps, entries(maps)?, n, Order::Drops)
+}
+
+/// The first `n` of `all` (from [`entries`]) in `order`, as rows.
+pub fn rows_of(
+    maps: &Maps,
+    mut all: Vec<(SourceKey, SourceState)>,
+    n: usize,
+    order: Order,
+) -> Result<Vec<Row>> {
     let cfg = maps.config()?;
     let now = mono_ns();
-    let mut all = entries(maps)?;
-    all.sort_by_key(|(_, s)| std::cmp::Reverse((s.drops, s.packets)));
+    match order {
+        Order::Drops => all.sort_by_key(|(_, s)| std::cmp::Reverse((s.drops, s.packets))),
+        Order::Packets => all.sort_by_key(|(_, s)| std::cmp::Reverse((s.packets, s.drops))),
+    }
     all.truncate(n);
     let names = maps.rule_names()?;
     Ok(all

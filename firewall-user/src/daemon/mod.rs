@@ -163,9 +163,14 @@ pub async fn run(pin_dir: &Path, args: RunArgs) -> Result<()> {
     drop(ebpf);
     let result = d.main_loop().await;
     server.abort();
+    let data_plane = if d.attached.is_empty() {
+        "detached"
+    } else {
+        "attached"
+    };
     d.log.emit(
         "stop",
-        json!({"pid": std::process::id(), "data_plane": "attached"}),
+        json!({"pid": std::process::id(), "data_plane": data_plane}),
     );
     result
 }
