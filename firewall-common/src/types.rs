@@ -85,9 +85,11 @@ pub mod flags {
     pub const LIMIT_V6: u32 = 1 << 5;
     /// Count would-be drops as `would_drop` and pass them.
     pub const MONITOR: u32 = 1 << 6;
-    /// Some allow/block entry is narrower than the aggregation prefix, so
-    /// a cached decision for the prefix could be wrong: look up every time.
-    pub const NO_LIST_CACHE: u32 = 1 << 7;
+    /// Some IPv4 allow/block entry is narrower than the aggregation prefix,
+    /// so a decision cached for the prefix could be wrong: look up every
+    /// IPv4 packet. `_V6` likewise.
+    pub const NO_LIST_CACHE_V4: u32 = 1 << 7;
+    pub const NO_LIST_CACHE_V6: u32 = 1 << 10;
     /// Autoban is configured: report sources crossing the drop threshold.
     pub const AUTOBAN: u32 = 1 << 8;
     /// The controller has written a policy (the program passes all until then).

@@ -351,7 +351,12 @@ fn limit_or_list(cfg: &Config, pkt: &Packet, rule: u32) -> Verdict {
     let now = unsafe { bpf_ktime_get_ns() };
     // Lists narrower than the aggregation prefix cannot be cached per
     // prefix: decide them per packet, before the per-source table.
-    let cache_lists = cfg.flags & flags::NO_LIST_CACHE == 0;
+    let no_cache = if pkt.family == 4 {
+        flags::NO_LIST_CACHE_V4
+    } else {
+        flags::NO_LIST_CACHE_V6
+    };
+    let cache_lists = cfg.flags & no_cache == 0;
     if !cache_lists {
         if list_match(cfg, pkt, now, true).is_some() {
             return Verdict::Allowed;

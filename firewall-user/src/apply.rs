@@ -112,14 +112,20 @@ fn content_flags(
         flags::LIMIT_V4,
         flags::LIMIT_V6,
     );
-    let finer = allow.iter().chain(block.iter()).any(|(n, _)| match n {
-        IpNet::V4(n) => n.prefix_len() > ipv4_prefix,
-        IpNet::V6(n) => n.prefix_len() > ipv6_prefix,
-    });
-    if finer {
-        f |= flags::NO_LIST_CACHE;
+    for (n, _) in allow.iter().chain(block.iter()) {
+        f |= no_cache_flag(n, ipv4_prefix, ipv6_prefix);
     }
     f
+}
+
+/// The flag that turns off per-prefix caching of list decisions when `net`
+/// is narrower than the aggregation prefix of its family.
+fn no_cache_flag(net: &IpNet, ipv4_prefix: u8, ipv6_prefix: u8) -> u32 {
+    match net {
+        IpNet::V4(n) if n.prefix_len() > ipv4_prefix => flags::NO_LIST_CACHE_V4,
+        IpNet::V6(n) if n.prefix_len() > ipv6_prefix => flags::NO_LIST_CACHE_V6,
+        _ => 0,
+    }
 }
 
 /// Recompute the content flags from the active tries and publish them with
@@ -136,7 +142,8 @@ pub fn refresh_flags(maps: &mut Maps) -> Result<()> {
         | flags::BLOCK_V6
         | flags::LIMIT_V4
         | flags::LIMIT_V6
-        | flags::NO_LIST_CACHE;
+        | flags::NO_LIST_CACHE_V4
+        | flags::NO_LIST_CACHE_V6;
     maps.bump(|c| c.flags = (c.flags & !CONTENT) | f)?;
     Ok(())
 }
@@ -270,19 +277,8 @@ pub fn note_added(maps: &mut Maps, list: List, nets: &[IpNet], expires_ns: u64) 
     };
     let mut f = cfg.flags;
     for net in nets {
-        let finer = match net {
-            IpNet::V4(n) => {
-                f |= f4;
-                n.prefix_len() > cfg.ipv4_prefix
-            }
-            IpNet::V6(n) => {
-                f |= f6;
-                n.prefix_len() > cfg.ipv6_prefix
-            }
-        };
-        if finer {
-            f |= flags::NO_LIST_CACHE;
-        }
+        f |= if matches!(net, IpNet::V4(_)) { f4 } else { f6 };
+        f |= no_cache_flag(net, cfg.ipv4_prefix, cfg.ipv6_prefix);
     }
     maps.bump(|c| {
         c.flags = f;

@@ -5,6 +5,7 @@
 pub mod autoban;
 pub mod events;
 pub mod metrics;
+pub mod notify;
 
 use std::{
     path::{Path, PathBuf},
@@ -147,6 +148,7 @@ pub async fn run(pin_dir: &Path, args: RunArgs) -> Result<()> {
             "metrics_addr": args.metrics_addr.to_string(),
         }),
     );
+    notify::ready(&args.ifaces, policy.defaults.monitor, cfg.generation);
     let mut d = Daemon {
         pin_dir: pin_dir.to_path_buf(),
         file_stamp: args.config.as_deref().and_then(stamp),
@@ -162,6 +164,7 @@ pub async fn run(pin_dir: &Path, args: RunArgs) -> Result<()> {
     // The program objects are not needed any more: links and maps are pinned.
     drop(ebpf);
     let result = d.main_loop().await;
+    notify::stopping();
     server.abort();
     let data_plane = if d.attached.is_empty() {
         "detached"
@@ -193,7 +196,7 @@ impl Daemon {
             tokio::select! {
                 _ = sigint.recv() => return Ok(()),
                 _ = sigterm.recv() => return Ok(()),
-                _ = sighup.recv() => self.reload("SIGHUP"),
+                _ = sighup.recv() => notify::around_reload(|| self.reload("SIGHUP")),
                 _ = tick.tick() => {
                     if !self.housekeeping() {
                         return Ok(());
