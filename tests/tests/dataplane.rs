@@ -238,6 +238,10 @@ fn entries_narrower_than_the_aggregation_prefix_are_exact() {
     let mut h = harness(
         "block = [\"198.51.100.66\"]\n[defaults]\nipv4_prefix = 24\nrate = 1000\nburst = 1000\n",
     );
+    // Only IPv4 gives up the per-prefix cache.
+    let f = h.maps.config().unwrap().flags;
+    assert_ne!(f & firewall_common::flags::NO_LIST_CACHE_V4, 0);
+    assert_eq!(f & firewall_common::flags::NO_LIST_CACHE_V6, 0);
     for _ in 0..3 {
         assert_eq!(
             h.run(Hook::Xdp, &udp_from([198, 51, 100, 65]), 1).unwrap(),
