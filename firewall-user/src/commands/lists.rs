@@ -84,20 +84,25 @@ pub fn del(maps: &mut Maps, list: List, nets: &[IpNet]) -> Result<()> {
         }
     }
     for (net, e) in found {
-        if e.in_file != 0 {
-            // The file lists it too: the file's entry applies again.
-            let back = ListEntry {
-                origin: Origin::Config as u8,
-                in_file: 1,
-                hits: e.hits,
-                ..Default::default()
-            };
-            maps.list_put(list, &net, back)?;
-        } else {
-            maps.list_del(list, &net)?;
-        }
+        end_runtime_entry(maps, list, &net, &e)?;
     }
     refresh_flags(maps)
+}
+
+/// Remove a run-time entry (deleted or expired): if the policy file lists
+/// the prefix too, the file's entry applies again.
+pub fn end_runtime_entry(maps: &mut Maps, list: List, net: &IpNet, e: &ListEntry) -> Result<()> {
+    if e.in_file != 0 {
+        let back = ListEntry {
+            origin: Origin::Config as u8,
+            in_file: 1,
+            hits: e.hits,
+            ..Default::default()
+        };
+        maps.list_put(list, net, back)
+    } else {
+        maps.list_del(list, net).map(|_| ())
+    }
 }
 
 #[derive(Serialize, Clone, Debug)]

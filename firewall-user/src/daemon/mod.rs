@@ -15,7 +15,7 @@ use std::{
 
 use anyhow::{Context, Result};
 use aya::maps::{Map, MapData, RingBuf};
-use firewall_common::{event, maps as names, Event, ListEntry, Origin, Verdict};
+use firewall_common::{event, maps as names, Event, Origin, Verdict};
 use serde_json::json;
 use tokio::{
     io::unix::AsyncFd,
@@ -326,17 +326,7 @@ impl Daemon {
                     }
                     continue;
                 }
-                if e.in_file != 0 {
-                    let back = ListEntry {
-                        origin: Origin::Config as u8,
-                        in_file: 1,
-                        hits: e.hits,
-                        ..Default::default()
-                    };
-                    self.maps.list_put(list, &net, back)?;
-                } else {
-                    self.maps.list_del(list, &net)?;
-                }
+                commands::lists::end_runtime_entry(&mut self.maps, list, &net, &e)?;
                 changed = true;
                 let origin = Origin::from_u8(e.origin);
                 let name = if origin == Origin::Autoban {
