@@ -2,6 +2,15 @@
 
 use std::time::{Duration, SystemTime};
 
+/// Longest TTL or ban: expiry times are monotonic nanoseconds in a u64,
+/// so a limit well inside that keeps `now + ttl` from wrapping.
+pub const MAX_TTL: Duration = Duration::from_secs(3650 * 86_400);
+
+/// Monotonic expiry time `ttl` from now.
+pub fn expiry_after(ttl: Duration) -> u64 {
+    mono_ns().saturating_add(ttl.min(MAX_TTL).as_nanos() as u64)
+}
+
 /// Nanoseconds of CLOCK_MONOTONIC, the clock the data plane stamps with.
 pub fn mono_ns() -> u64 {
     let mut ts = libc::timespec {

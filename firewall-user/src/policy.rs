@@ -293,8 +293,10 @@ const TOP_LEVEL_HINT: &str =
 const CIDR_EXAMPLES: &str =
     "an IPv4 or IPv6 address or CIDR such as \"192.0.2.0/24\", \"2001:db8::/32\" or \"203.0.113.7\"";
 const DURATION_EXAMPLES: &str = "a duration such as \"30s\", \"10m\", \"1h\" or \"2d\"";
-/// Longest duration the data plane's nanosecond clock can hold.
-const MAX_DURATION: Duration = Duration::from_nanos(u64::MAX);
+/// Rule names are stored in 32 bytes in the rules map.
+const RULE_NAME_MAX: usize = 32;
+/// Longest ban (see `clock::MAX_TTL`).
+const MAX_DURATION: Duration = crate::clock::MAX_TTL;
 
 /// A key of a table, with where it is.
 struct Entry<'a> {
@@ -975,6 +977,17 @@ impl<'t> Cx<'t> {
                     self.error(
                         n.line,
                         format!("[[rule]] name = {}: must not be empty", self.raw(n.item)),
+                    );
+                    return None;
+                }
+                if s.len() > RULE_NAME_MAX {
+                    self.error(
+                        n.line,
+                        format!(
+                            "[[rule]] name = {}: too long ({} bytes); must be at most {RULE_NAME_MAX} bytes",
+                            self.raw(n.item),
+                            s.len()
+                        ),
                     );
                     return None;
                 }

@@ -254,7 +254,7 @@ fn policy_rows() -> Vec<Fixture> {
         ),
         Fixture::new(
             "IPv4 /32: a neighbour has its own bucket",
-            udp(v4(198, 51, 100, 21), 9000).build(),
+            udp(v4(198, 51, 100, 90), 9000).build(),
             1,
             &[(Passed, 1)],
         ),

@@ -22,6 +22,8 @@ pub mod firewall;
 #[cfg(feature = "dataplane")]
 pub mod fixtures;
 #[cfg(feature = "dataplane")]
+pub mod fuzz;
+#[cfg(feature = "dataplane")]
 pub mod harness;
 pub mod netns;
 pub mod packet;

@@ -144,7 +144,8 @@ pub fn mac_address(ns_path: &str, ifname: &str) -> Result<[u8; 6]> {
         let mut ifr = [0u8; 40];
         ifr[..name.len()].copy_from_slice(name.as_bytes());
         // SAFETY: ifr is larger than struct ifreq; the kernel writes a sockaddr at 16.
-        let rc = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFHWADDR, ifr.as_mut_ptr()) };
+        let rc =
+            unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFHWADDR as _, ifr.as_mut_ptr()) };
         if rc != 0 {
             return Err(anyhow!(
                 "SIOCGIFHWADDR {name}: {}",

@@ -578,7 +578,7 @@ impl Capture {
         big_rcvbuf(fd.as_raw_fd(), 8 << 20);
         let tv = libc::timeval {
             tv_sec: 0,
-            tv_usec: POLL.as_micros() as libc::suseconds_t,
+            tv_usec: POLL.as_micros() as _,
         };
         // SAFETY: valid timeval pointer and size.
         let rc = unsafe {
@@ -702,7 +702,7 @@ fn capture_loop(
             msg.msg_iov = &mut iov;
             msg.msg_iovlen = 1;
             msg.msg_control = control.as_mut_ptr() as *mut libc::c_void;
-            msg.msg_controllen = std::mem::size_of_val(&control);
+            msg.msg_controllen = std::mem::size_of_val(&control) as _;
             let n = libc::recvmsg(fd.as_raw_fd(), &mut msg, 0);
             if n < 0 {
                 continue; // timeout (EAGAIN) or EINTR: check stop, go on

@@ -10,7 +10,7 @@ use serde::Serialize;
 use crate::{
     addr::parse_cidr,
     apply::{note_added, refresh_flags},
-    clock::{mono_ns, rfc3339, wall_of},
+    clock::{expiry_after, mono_ns, rfc3339, wall_of, MAX_TTL},
     error::bad,
     lists::List,
     maps::Maps,
@@ -34,10 +34,11 @@ pub fn parse_ttl(ttl: Option<&str>) -> Result<Option<std::time::Duration>> {
     ttl.map(|t| {
         humantime::parse_duration(t)
             .ok()
-            .filter(|d| !d.is_zero())
+            .filter(|d| !d.is_zero() && *d <= MAX_TTL)
             .ok_or_else(|| {
                 bad(format!(
-                    "invalid --ttl '{t}': expected a duration such as 30s, 10m, 1h or 2d"
+                    "invalid --ttl '{t}': expected a duration from 1s to {}d, such as 30s, 10m, 1h or 2d",
+                    MAX_TTL.as_secs() / 86_400
                 ))
             })
     })
@@ -53,7 +54,7 @@ pub fn add(
     ttl: Option<std::time::Duration>,
     comment: Option<&str>,
 ) -> Result<()> {
-    let expires_ns = ttl.map(|d| mono_ns() + d.as_nanos() as u64).unwrap_or(0);
+    let expires_ns = ttl.map(expiry_after).unwrap_or(0);
     for net in nets {
         let old = maps.list_get(list, net)?;
         let e = ListEntry {
