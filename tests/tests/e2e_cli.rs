@@ -339,3 +339,24 @@ fn an_invalid_policy_at_start_is_refused_and_nothing_is_attached() {
     );
     let _ = tests::cli(&pin, &["detach"]);
 }
+
+#[test]
+fn a_second_controller_on_the_same_pins_is_refused() {
+    if !tests::privileged("a_second_controller_on_the_same_pins_is_refused") {
+        return;
+    }
+    let sb = Sandbox::new().unwrap();
+    let fw = start(&sb, &[]);
+    let mut cmd = nsenter_cmd(&sb.gw_ns, firewall_bin());
+    cmd.arg("--pin-dir").arg(fw.pin_dir()).args([
+        "run",
+        "--iface",
+        &sb.gw_attacker_if,
+        "--metrics-addr",
+        "127.0.0.1:19478",
+    ]);
+    let out = output_timeout(&mut cmd, Duration::from_secs(30)).unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("already manages"), "{}", stderr(&out));
+    assert_eq!(json(&fw, &["status", "--json"])["controller_running"], true);
+}

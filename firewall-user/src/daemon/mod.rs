@@ -85,6 +85,15 @@ pub async fn run(pin_dir: &Path, args: RunArgs) -> Result<()> {
     if args.monitor {
         policy.defaults.monitor = true;
     }
+    if let Some(other) = state::read(pin_dir) {
+        if other.pid != std::process::id() && state::alive(other.pid) {
+            return Err(bad(format!(
+                "another `firewall run` (pid {}) already manages {}; stop it first (the data plane stays attached)",
+                other.pid,
+                pin_dir.display()
+            )));
+        }
+    }
     // Bind first: a taken port is reported before anything is attached.
     let listener = tokio::net::TcpListener::bind(args.metrics_addr)
         .await
