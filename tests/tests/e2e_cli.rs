@@ -223,7 +223,7 @@ fn events_are_json_lines_for_the_whole_life_of_the_daemon() {
     }
     let sb = Sandbox::new().unwrap();
     let mut fw = start(&sb, &[]);
-    let sink = UdpSink::bind(&sb.gw_path(), sock("0.0.0.0", 9000));
+    let _sink = UdpSink::bind(&sb.gw_path(), sock("0.0.0.0", 9000));
     send_udp(
         &sb.attacker_path(),
         Some(ip("198.51.100.2")),

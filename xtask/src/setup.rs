@@ -13,6 +13,8 @@ const APT_PACKAGES: &[&str] = &[
     "zlib1g-dev",
     "iproute2",
     "util-linux",
+    // `firewall top --watch` is tested in tmux (tests/tests/ops_tui.rs).
+    "tmux",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";

@@ -56,8 +56,18 @@ pub fn si(x: f64) -> String {
     }
 }
 
-fn secs(s: u64) -> String {
-    humantime::format_duration(std::time::Duration::from_secs(s)).to_string()
+/// 599 -> "9m59s", 7260 -> "2h1m": two units at most, to fit a column.
+pub fn secs(s: u64) -> String {
+    let (d, h, m, sec) = (s / 86400, s / 3600 % 24, s / 60 % 60, s % 60);
+    if d > 0 {
+        format!("{d}d{h}h")
+    } else if h > 0 {
+        format!("{h}h{m}m")
+    } else if m > 0 {
+        format!("{m}m{sec}s")
+    } else {
+        format!("{sec}s")
+    }
 }
 
 pub fn draw(f: &mut Frame, app: &App) {
@@ -122,9 +132,7 @@ fn header(f: &mut Frame, app: &App, head: Rect, info: Rect) {
 }
 
 fn verdict_panel(f: &mut Frame, app: &App, area: Rect) {
-    let block = Block::default()
-        .borders(Borders::ALL)
-        .title(" Verdicts: packets/s, bytes/s, total packets, history ");
+    let block = Block::default().borders(Borders::ALL).title(" Verdicts ");
     let inner = block.inner(area);
     f.render_widget(block, area);
     let header_and_rows = Layout::vertical(
@@ -145,8 +153,8 @@ fn verdict_panel(f: &mut Frame, app: &App, area: Rect) {
     );
     f.render_widget(
         Paragraph::new(format!(
-            "last {}",
-            humantime::format_duration(app.interval * head[1].width as u32)
+            "  history, last {}",
+            secs((app.interval * head[1].width as u32).as_secs())
         ))
         .style(Style::default().add_modifier(Modifier::DIM)),
         head[1],
@@ -274,13 +282,13 @@ fn sources(f: &mut Frame, app: &App, area: Rect) {
     let table = Table::new(
         rows,
         [
-            Constraint::Min(18),
-            Constraint::Length(8),
-            Constraint::Length(10),
-            Constraint::Length(10),
+            Constraint::Min(16),
+            Constraint::Length(6),
+            Constraint::Length(9),
+            Constraint::Length(9),
+            Constraint::Length(6),
             Constraint::Length(7),
-            Constraint::Length(8),
-            Constraint::Length(14),
+            Constraint::Length(13),
         ],
     )
     .header(
@@ -371,6 +379,10 @@ mod tests {
         assert_eq!(si(1234.0), "1.2k");
         assert_eq!(si(5_600_000.0), "5.6M");
         assert_eq!(si(250_000.0), "250k");
+        assert_eq!(secs(599), "9m59s");
+        assert_eq!(secs(7260), "2h1m");
+        assert_eq!(secs(2 * 86400 + 3600), "2d1h");
+        assert_eq!(secs(7), "7s");
     }
 
     #[test]
