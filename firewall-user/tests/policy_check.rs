@@ -215,7 +215,7 @@ fn firewall_check_names_every_problem_and_sets_the_exit_status() {
             ));
         }
     }
-    for good in ["tests/policies/example.toml"] {
+    for good in ["tests/policies/example.toml", "../packaging/policy.toml"] {
         let out = std::process::Command::new(bin)
             .arg("check")
             .arg(good)

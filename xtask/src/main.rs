@@ -5,8 +5,16 @@
 //! - `test`:  setup, build the `firewall` binary, run every test.
 //! - `demo`:  setup, build, and show the firewall limiting a flood in a
 //!   namespace sandbox while a legitimate client is served.
+//! - `fuzz`:  setup, then a million hostile frames through the data plane.
+//! - `kernels`: the fixture table on Debian's 5.10 and 6.1 kernels under qemu.
+//! - `bench`: per-packet cost, live throughput against other filters, and
+//!   scale, written to BENCHMARKS.md.
 
+mod bench;
 mod demo;
+mod fuzz;
+mod kernels;
+mod package;
 mod setup;
 mod util;
 
@@ -44,6 +52,19 @@ enum Cmd {
     /// Setup, build, then run the firewall on a sandbox gateway with a client
     /// flow and an attacker flood, and show who got through.
     Demo(demo::DemoArgs),
+    /// Setup, then a million random and mutated frames through the XDP and
+    /// TC programs (BPF_PROG_TEST_RUN), every one checked.
+    Fuzz(fuzz::FuzzArgs),
+    /// The kernel matrix: the fixture table (XDP and TC) under qemu on
+    /// Debian's 5.10 and 6.1 cloud kernels, fetched once into target/kernels.
+    Kernels(kernels::KernelsArgs),
+    /// Build the Debian package (binary, systemd unit, default policy,
+    /// dashboard, alerts, completions, man pages) into target/debian/.
+    Package,
+    /// Setup, the contenders' packages, build, then measure (BPF_PROG_TEST_RUN
+    /// per-packet cost, live throughput against nftables, iptables and
+    /// xdp-filter, scale) into BENCHMARKS.md and target/bench/results.json.
+    Bench(bench::BenchArgs),
 }
 
 fn main() {
@@ -53,6 +74,10 @@ fn main() {
         Cmd::Setup => setup::setup(),
         Cmd::Test { cargo_args } => run_steps(&test_steps(cargo_args, test_args)),
         Cmd::Demo(args) => demo::demo(&args),
+        Cmd::Fuzz(args) => fuzz::fuzz(&args),
+        Cmd::Kernels(args) => kernels::kernels(&args),
+        Cmd::Package => package::package().map(|_| ()),
+        Cmd::Bench(args) => bench::bench(&args),
     };
     if let Err(e) = r {
         let code = e.downcast_ref::<Failed>().map(|f| f.code).unwrap_or(1);
@@ -97,6 +122,12 @@ fn test_steps(cargo_args: Vec<String>, test_args: Vec<String>) -> Vec<Step> {
         Step::new("setup", setup::setup),
         Step::new("build firewall (release)", build_firewall),
         Step::new("build upgrade-variant firewall (release)", build_variant),
+        Step::new("build the Debian package", || {
+            let deb = package::package()?;
+            // The package test (tests/tests/ops_package.rs) finds it here.
+            std::env::set_var("FIREWALL_DEB", deb);
+            Ok(())
+        }),
         Step::new("cargo test (release, workspace)", move || {
             let bin = util::firewall_release_bin();
             let mut c = cargo();
@@ -119,6 +150,15 @@ fn test_steps(cargo_args: Vec<String>, test_args: Vec<String>) -> Vec<Step> {
                 .env("FIREWALL_BIN", &bin)
                 .env("FIREWALL_BIN_VARIANT", variant_bin());
             run(&mut c)
+        }),
+        Step::new("kernel matrix (5.10, 6.1 under qemu)", || {
+            kernels::kernels(&kernels::KernelsArgs::default())
+        }),
+        // A smoke run of the benchmark: every path and contender once, no
+        // thresholds (writes target/bench/BENCHMARKS-quick.md).
+        Step::new("bench --quick (smoke)", || {
+            bench::contender_packages()?;
+            bench::run_bench(true)
         }),
     ]
 }

@@ -1,0 +1,220 @@
+//! Scale: bulk import, reload of a large policy, and the spoofed flood
+//! against a per-source table pre-filled to 10 %, 100 % and 1000 % of its
+//! capacity. (Memory per tracked source is read in [`super::micro`], from
+//! the loaded object's map.)
+
+use anyhow::{bail, Context, Result};
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+use firewall_common::{class, maps::SOURCES_CAPACITY, Bucket, SourceKey, SourceState};
+use firewall_user::maps::Maps;
+
+use super::contenders::TempDir;
+use super::live::{self, Generator, SPOOF_BASE};
+use super::policy as pol;
+use super::topo::Topo;
+use super::{median, Cfg};
+use tests::FirewallDaemon;
+
+fn start(topo: &Topo, config: &std::path::Path) -> Result<FirewallDaemon> {
+    let c = config.display().to_string();
+    FirewallDaemon::try_start(&topo.gw_ns, &["--iface", &topo.gw_if, "--config", &c])
+}
+
+pub fn run(cfg: &Cfg) -> Result<Value> {
+    let topo = Topo::new(cfg.gw_cpu)?;
+    let tmp = TempDir::new("scale")?;
+    let live_policy = tmp.0.join("live.toml");
+    std::fs::write(&live_policy, pol::live())?;
+    let scale_policy = tmp.0.join("scale.toml");
+    std::fs::write(&scale_policy, pol::scale())?;
+
+    // Import of 100,000 entries into a running firewall.
+    eprintln!("bench: scale: import");
+    let n_import = 100_000;
+    let list = tmp.0.join("drop.txt");
+    std::fs::write(&list, pol::import_file(n_import, 0))?;
+    let list_s = list.display().to_string();
+    let mut import_s = Vec::new();
+    let mut import_out = String::new();
+    for _ in 0..cfg.scale_reps {
+        let d = start(&topo, &live_policy)?;
+        let t = Instant::now();
+        let o = d.cli(&["block", "import", &list_s]);
+        let secs = t.elapsed().as_secs_f64();
+        if !o.status.success() {
+            bail!(
+                "firewall block import failed: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+        }
+        import_out = String::from_utf8_lossy(&o.stdout).trim().to_string();
+        let listed = d.cli(&["block", "list", "--json"]);
+        let n = count_entries(&String::from_utf8_lossy(&listed.stdout));
+        if n < n_import {
+            bail!("after importing {n_import} entries, block list shows {n}");
+        }
+        import_s.push(secs);
+    }
+
+    // Reload (SIGHUP) of a policy with 10,000 block entries, replacing
+    // another 10,000.
+    eprintln!("bench: scale: reload");
+    let n_reload = 10_000;
+    let file = tmp.0.join("reload.toml");
+    std::fs::write(&file, pol::reload(n_reload, 0))?;
+    let mut reload_s = Vec::new();
+    {
+        let mut d = start(&topo, &file)?;
+        for rep in 0..cfg.scale_reps.max(3) {
+            let salt = (rep as u32 + 1) * 20_000;
+            std::fs::write(&file, pol::reload(n_reload, salt))?;
+            let seen = reloads(&d);
+            let t = Instant::now();
+            d.signal(libc::SIGHUP)?;
+            let ev = wait_reload(&d, seen, Duration::from_secs(60))?;
+            let secs = t.elapsed().as_secs_f64();
+            if ev["result"] != "ok" {
+                bail!("reload failed: {ev}");
+            }
+            reload_s.push(secs);
+        }
+    }
+
+    // The spoofed flood with the table pre-filled.
+    let mut prefill = Vec::new();
+    for pct in [10u64, 100, 1000] {
+        eprintln!("bench: scale: spoofed flood, table at {pct} %");
+        let pool = (SOURCES_CAPACITY as u64 * pct / 100) as u32;
+        let d = start(&topo, &scale_policy)?;
+        let (inserted, present) = fill(&d, pool.min(SOURCES_CAPACITY))?;
+        let gen = Generator::new(SPOOF_BASE, pool, 2.0)?;
+        let before = stats(&d);
+        let mut w = live::measure_reps(&topo, &gen, cfg)?;
+        let after = stats(&d);
+        if pct == 1000 {
+            let ids = live::program_ids_of(&topo, &d);
+            w["profile"] = live::profile(&topo, &gen, cfg, &ids)
+                .unwrap_or_else(|e| json!({"error": format!("{e:#}")}));
+        }
+        let entries_after = Maps::open(d.pin_dir())?
+            .sources
+            .keys()
+            .take(10_000_000)
+            .count();
+        prefill.push(json!({
+            "percent": pct, "pool": pool, "prefilled": inserted,
+            "entries_before": present, "entries_after": entries_after,
+            "result": w, "verdicts_delta": delta(&before, &after),
+        }));
+    }
+
+    Ok(json!({
+        "import": {
+            "entries": n_import, "seconds": import_s, "median_seconds": median(&import_s),
+            "output": import_out,
+        },
+        "reload": {
+            "entries": n_reload, "seconds": reload_s, "median_seconds": median(&reload_s),
+        },
+        "prefill": prefill,
+        "prefill_policy": pol::scale(),
+        "capacity": SOURCES_CAPACITY,
+    }))
+}
+
+fn count_entries(json_text: &str) -> usize {
+    let v: Value = serde_json::from_str(json_text).unwrap_or(Value::Null);
+    match &v {
+        Value::Array(a) => a.len(),
+        Value::Object(m) => m
+            .values()
+            .filter_map(|x| x.as_array())
+            .map(|a| a.len())
+            .max()
+            .unwrap_or(0),
+        _ => 0,
+    }
+}
+
+fn reloads(d: &FirewallDaemon) -> usize {
+    d.events()
+        .iter()
+        .filter(|e| e["event"] == "reload" && e["reason"] == "SIGHUP")
+        .count()
+}
+
+/// Waits (polling every 2 ms) for SIGHUP reload event number `seen + 1`.
+fn wait_reload(d: &FirewallDaemon, seen: usize, timeout: Duration) -> Result<Value> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let evs: Vec<Value> = d
+            .events()
+            .into_iter()
+            .filter(|e| e["event"] == "reload" && e["reason"] == "SIGHUP")
+            .collect();
+        if evs.len() > seen {
+            return Ok(evs[seen].clone());
+        }
+        if Instant::now() >= deadline {
+            bail!("no reload event within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Pre-fills the per-source table with `n` sources of the spoofed pool
+/// (10.0.0.0 + i), each with an empty bucket under the current limit, as
+/// if it had been flooding already. Returns (inserted, entries present).
+fn fill(d: &FirewallDaemon, n: u32) -> Result<(u32, usize)> {
+    let mut maps = Maps::open(d.pin_dir())?;
+    let cfg = maps.config()?;
+    let now = firewall_user::clock::mono_ns();
+    let base = u32::from(SPOOF_BASE);
+    let mut inserted = 0;
+    for i in 0..n {
+        let mut addr = [0u8; 16];
+        addr[..4].copy_from_slice(&(base + i).to_be_bytes());
+        let key = SourceKey {
+            addr,
+            family: 4,
+            rule: 0,
+            _pad: [0; 2],
+        };
+        let st = SourceState {
+            bucket: Bucket {
+                credit: 0,
+                last_ns: now,
+            },
+            limit: cfg.default_limit,
+            generation: cfg.generation,
+            class: class::LIMITED,
+            window_start_ns: now,
+            ..Default::default()
+        };
+        maps.sources
+            .insert(key, st, 0)
+            .context("pre-filling the per-source table")?;
+        inserted += 1;
+    }
+    let present = maps.sources.keys().take(10_000_000).count();
+    Ok((inserted, present))
+}
+
+fn stats(d: &FirewallDaemon) -> Value {
+    let o = d.cli(&["stats", "--json"]);
+    serde_json::from_str(&String::from_utf8_lossy(&o.stdout)).unwrap_or(Value::Null)
+}
+
+fn delta(a: &Value, b: &Value) -> Value {
+    let mut out = serde_json::Map::new();
+    if let Some(m) = b["verdicts"].as_object() {
+        for (k, v) in m {
+            let p1 = v["packets"].as_u64().unwrap_or(0);
+            let p0 = a["verdicts"][k]["packets"].as_u64().unwrap_or(0);
+            out.insert(k.clone(), json!(p1.saturating_sub(p0)));
+        }
+    }
+    Value::Object(out)
+}
