@@ -2,9 +2,8 @@
 //! build, then `tests`' `bench` program (see `tests/src/bench/mod.rs`),
 //! which writes `BENCHMARKS.md` (full run) and `target/bench/results.json`.
 
-use crate::util::{cargo, is_root, probe, run};
+use crate::util::{apt_install, cargo, dpkg_installed, is_root, run};
 use anyhow::{bail, Result};
-use std::process::Command;
 
 #[derive(clap::Args, Default)]
 pub struct BenchArgs {
@@ -28,16 +27,11 @@ const PACKAGES: &[(&str, &str)] = &[
     ("linux-perf", "perf"),
 ];
 
-fn installed(pkg: &str) -> bool {
-    probe(Command::new("dpkg-query").args(["-W", "-f=${Status}", pkg]))
-        .is_some_and(|s| s.trim() == "install ok installed")
-}
-
 /// Installs the contenders' packages that are missing (idempotent).
 pub fn contender_packages() -> Result<()> {
     let missing: Vec<&str> = PACKAGES
         .iter()
-        .filter(|(pkg, _)| !installed(pkg))
+        .filter(|(pkg, _)| !dpkg_installed(pkg))
         .map(|(pkg, _)| *pkg)
         .collect();
     for (pkg, _) in PACKAGES {
@@ -48,32 +42,12 @@ pub fn contender_packages() -> Result<()> {
     if missing.is_empty() {
         return Ok(());
     }
-    if !is_root() {
-        bail!(
-            "missing packages {}: run as root to install them",
-            missing.join(" ")
-        );
-    }
-    run(Command::new("apt-get")
-        .arg("update")
-        .env("DEBIAN_FRONTEND", "noninteractive"))?;
     // perf only adds profiles to the report: a failure there is not fatal.
     let (optional, needed): (Vec<&str>, Vec<&str>) =
         missing.iter().partition(|p| **p == "linux-perf");
-    if !needed.is_empty() {
-        run(Command::new("apt-get")
-            .args(["install", "-y", "--no-install-recommends"])
-            .args(&needed)
-            .env("DEBIAN_FRONTEND", "noninteractive"))?;
-    }
-    if !optional.is_empty() {
-        if let Err(e) = run(Command::new("apt-get")
-            .args(["install", "-y", "--no-install-recommends"])
-            .args(&optional)
-            .env("DEBIAN_FRONTEND", "noninteractive"))
-        {
-            eprintln!("warning: {e:#}; the report will have no perf profiles");
-        }
+    apt_install(&needed)?;
+    if let Err(e) = apt_install(&optional) {
+        eprintln!("warning: {e:#}; the report will have no perf profiles");
     }
     for p in missing {
         println!("{p:<22} installed");

@@ -35,7 +35,7 @@ use std::{
 
 use anyhow::{anyhow, bail, Context, Result};
 
-use crate::util::{cargo, is_root, probe, run, target_dir};
+use crate::util::{apt_install, cargo, dpkg_installed, is_root, probe, run, target_dir};
 
 /// One kernel of the matrix.
 pub struct Kernel {
@@ -219,11 +219,6 @@ fn clock_name(args: &KernelsArgs) -> &'static str {
 
 // ---------------------------------------------------------------- tools
 
-fn dpkg_installed(pkg: &str) -> bool {
-    probe(Command::new("dpkg-query").args(["-W", "-f=${Status}", pkg]))
-        .is_some_and(|s| s.trim() == "install ok installed")
-}
-
 /// qemu, static busybox, dpkg-deb and the musl target: installed if missing.
 fn tools() -> Result<()> {
     let mut missing = Vec::new();
@@ -233,24 +228,7 @@ fn tools() -> Result<()> {
     if !dpkg_installed("busybox-static") || !Path::new(BUSYBOX).exists() {
         missing.push("busybox-static");
     }
-    if !missing.is_empty() {
-        if !is_root() {
-            bail!(
-                "missing {}: run as root to install them (apt-get install {})",
-                missing.join(" "),
-                missing.join(" ")
-            );
-        }
-        let apt = |args: &[&str]| {
-            run(Command::new("apt-get")
-                .args(args)
-                .env("DEBIAN_FRONTEND", "noninteractive"))
-        };
-        apt(&["update"])?;
-        let mut install = vec!["install", "-y", "--no-install-recommends"];
-        install.extend(&missing);
-        apt(&install)?;
-    }
+    apt_install(&missing)?;
     for (tool, arg) in [("dpkg-deb", "--version"), ("tar", "--version")] {
         if probe(Command::new(tool).arg(arg)).is_none() {
             bail!("`{tool}` not found (Debian/Ubuntu needed for the kernel matrix)");

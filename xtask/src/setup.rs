@@ -1,7 +1,7 @@
 //! `cargo xtask setup`: install what is missing, one line per item.
 //! Idempotent and quick (well under a second) when everything is present.
 
-use crate::util::{cargo, cargo_bin_dir, is_root, probe, run};
+use crate::util::{apt_install, cargo, cargo_bin_dir, dpkg_installed, is_root, probe, run};
 use anyhow::{bail, Result};
 use std::process::Command;
 
@@ -31,47 +31,22 @@ pub fn setup() -> Result<()> {
     Ok(())
 }
 
-fn dpkg_installed(pkg: &str) -> Option<bool> {
-    let out = probe(Command::new("dpkg-query").args(["-W", "-f=${Status}", pkg]));
-    match out {
-        Some(s) => Some(s.trim() == "install ok installed"),
-        // dpkg-query exits 1 for unknown packages; absent dpkg-query is None.
-        None => Command::new("dpkg-query")
-            .arg("--version")
-            .output()
-            .ok()
-            .map(|_| false),
-    }
-}
-
 fn apt_packages() -> Result<()> {
-    let mut missing = Vec::new();
-    for p in APT_PACKAGES {
-        match dpkg_installed(p) {
-            Some(true) => item(p, "present"),
-            Some(false) => missing.push(*p),
-            None => bail!(
-                "dpkg-query not found: this setup supports Debian/Ubuntu; install {} by hand",
-                APT_PACKAGES.join(" ")
-            ),
-        }
-    }
-    if missing.is_empty() {
-        return Ok(());
-    }
-    if !is_root() {
+    if probe(Command::new("dpkg-query").arg("--version")).is_none() {
         bail!(
-            "missing packages {}: run as root to install them",
-            missing.join(" ")
+            "dpkg-query not found: this setup supports Debian/Ubuntu; install {} by hand",
+            APT_PACKAGES.join(" ")
         );
     }
-    run(Command::new("apt-get")
-        .arg("update")
-        .env("DEBIAN_FRONTEND", "noninteractive"))?;
-    run(Command::new("apt-get")
-        .args(["install", "-y", "--no-install-recommends"])
-        .args(&missing)
-        .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    let mut missing = Vec::new();
+    for p in APT_PACKAGES {
+        if dpkg_installed(p) {
+            item(p, "present");
+        } else {
+            missing.push(*p);
+        }
+    }
+    apt_install(&missing)?;
     for p in missing {
         item(p, "installed");
     }

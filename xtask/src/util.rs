@@ -113,3 +113,31 @@ pub fn probe(cmd: &mut Command) -> Option<String> {
         .success()
         .then(|| String::from_utf8_lossy(&o.stdout).into_owned())
 }
+
+/// Whether dpkg has `pkg` installed.
+pub fn dpkg_installed(pkg: &str) -> bool {
+    probe(Command::new("dpkg-query").args(["-W", "-f=${Status}", pkg]))
+        .is_some_and(|s| s.trim() == "install ok installed")
+}
+
+/// `apt-get update` then `apt-get install` of `pkgs` (as root, non-interactive).
+pub fn apt_install(pkgs: &[&str]) -> Result<()> {
+    if pkgs.is_empty() {
+        return Ok(());
+    }
+    if !is_root() {
+        anyhow::bail!(
+            "missing packages {}: run as root to install them",
+            pkgs.join(" ")
+        );
+    }
+    let apt = |args: &[&str]| {
+        run(Command::new("apt-get")
+            .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive"))
+    };
+    apt(&["update"])?;
+    let mut install = vec!["install", "-y", "--no-install-recommends"];
+    install.extend(pkgs);
+    apt(&install)
+}
