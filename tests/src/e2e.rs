@@ -102,3 +102,33 @@ pub fn sample(metrics: &str, series: &str) -> Option<f64> {
         .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
         .and_then(|l| l.rsplit(' ').next()?.parse().ok())
 }
+
+/// UDP flows sent in the background, each on its own thread (see
+/// `crate::send_udp`); `join` returns how many each one sent.
+pub struct Flows(Vec<std::thread::JoinHandle<u64>>);
+
+impl Flows {
+    /// Start one flow per `(namespace path, source, destination, packets/s)`,
+    /// all lasting `duration`.
+    pub fn start(flows: &[(&str, &str, SocketAddr, u64)], duration: std::time::Duration) -> Flows {
+        Flows(
+            flows
+                .iter()
+                .map(|&(ns, src, dst, pps)| {
+                    let (ns, src) = (
+                        ns.to_string(),
+                        src.parse::<IpAddr>().expect("source address"),
+                    );
+                    std::thread::spawn(move || crate::send_udp(&ns, Some(src), dst, pps, duration))
+                })
+                .collect(),
+        )
+    }
+
+    pub fn join(self) -> Vec<u64> {
+        self.0
+            .into_iter()
+            .map(|h| h.join().expect("sender thread"))
+            .collect()
+    }
+}

@@ -4,7 +4,7 @@
 use std::{net::IpAddr, time::Duration};
 
 use tests::{
-    e2e::{link_details, ok, policy_file, sock, top_row, verdict, within},
+    e2e::{link_details, ok, policy_file, sock, top_row, verdict, within, Flows},
     send_raw, send_udp, FirewallDaemon, Sandbox, UdpSink,
 };
 
@@ -49,36 +49,16 @@ fn blocked_limited_and_allowed_sources() {
     let t = Duration::from_secs(2);
     // 5x the rate for two seconds from a limited, a blocked and an
     // allowlisted source at once.
-    let (limited_sent, blocked_sent, allowed_sent) = std::thread::scope(|s| {
-        let a = s.spawn(|| {
-            send_udp(
-                &attacker,
-                Some(ip("198.51.100.2")),
-                sock("198.51.100.1", 9000),
-                500,
-                t,
-            )
-        });
-        let b = s.spawn(|| {
-            send_udp(
-                &attacker,
-                Some(ip("198.51.100.3")),
-                sock("198.51.100.1", 9000),
-                500,
-                t,
-            )
-        });
-        let c = s.spawn(|| {
-            send_udp(
-                &client,
-                Some(ip("192.0.2.2")),
-                sock("192.0.2.1", 9000),
-                500,
-                t,
-            )
-        });
-        (a.join().unwrap(), b.join().unwrap(), c.join().unwrap())
-    });
+    let sent = Flows::start(
+        &[
+            (&attacker, "198.51.100.2", sock("198.51.100.1", 9000), 500),
+            (&attacker, "198.51.100.3", sock("198.51.100.1", 9000), 500),
+            (&client, "192.0.2.2", sock("192.0.2.1", 9000), 500),
+        ],
+        t,
+    )
+    .join();
+    let (limited_sent, blocked_sent, allowed_sent) = (sent[0], sent[1], sent[2]);
     sink.settle(Duration::from_millis(300), Duration::from_secs(3));
     let got = sink.counts();
     let limited = got.from(ip("198.51.100.2"));
@@ -123,27 +103,16 @@ fn ipv6_sources_in_one_64_share_a_bucket() {
     let attacker = sb.attacker_path();
     let t = Duration::from_secs(2);
     // Two addresses of one /64, each at 2.5x the rate: 5x together.
-    let sent: u64 = std::thread::scope(|s| {
-        let a = s.spawn(|| {
-            send_udp(
-                &attacker,
-                Some(ip("2001:db8:2::2")),
-                sock("2001:db8:2::1", 9000),
-                250,
-                t,
-            )
-        });
-        let b = s.spawn(|| {
-            send_udp(
-                &attacker,
-                Some(ip("2001:db8:2::3")),
-                sock("2001:db8:2::1", 9000),
-                250,
-                t,
-            )
-        });
-        a.join().unwrap() + b.join().unwrap()
-    });
+    let sent: u64 = Flows::start(
+        &[
+            (&attacker, "2001:db8:2::2", sock("2001:db8:2::1", 9000), 250),
+            (&attacker, "2001:db8:2::3", sock("2001:db8:2::1", 9000), 250),
+        ],
+        t,
+    )
+    .join()
+    .iter()
+    .sum();
     sink.settle(Duration::from_millis(300), Duration::from_secs(3));
     let c = sink.counts();
     let together = c.from(ip("2001:db8:2::2")) + c.from(ip("2001:db8:2::3"));

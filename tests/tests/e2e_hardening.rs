@@ -8,7 +8,7 @@ use std::{
 };
 
 use tests::{
-    e2e::{json, policy_file, sock, verdict, within},
+    e2e::{json, policy_file, sock, verdict, within, Flows},
     packet::checksum,
     send_udp, FirewallDaemon, RawSocket, Sandbox, UdpSink,
 };
@@ -55,27 +55,15 @@ fn tc_mode_enforces_the_same_policy() {
     let sink = UdpSink::bind(&sb.gw_path(), sock("0.0.0.0", 9000));
     let t = Duration::from_secs(2);
     let attacker = sb.attacker_path();
-    let (limited_sent, blocked_sent) = std::thread::scope(|s| {
-        let a = s.spawn(|| {
-            send_udp(
-                &attacker,
-                Some(ip("198.51.100.2")),
-                sock("198.51.100.1", 9000),
-                500,
-                t,
-            )
-        });
-        let b = s.spawn(|| {
-            send_udp(
-                &attacker,
-                Some(ip("198.51.100.3")),
-                sock("198.51.100.1", 9000),
-                200,
-                t,
-            )
-        });
-        (a.join().unwrap(), b.join().unwrap())
-    });
+    let sent = Flows::start(
+        &[
+            (&attacker, "198.51.100.2", sock("198.51.100.1", 9000), 500),
+            (&attacker, "198.51.100.3", sock("198.51.100.1", 9000), 200),
+        ],
+        t,
+    )
+    .join();
+    let (limited_sent, blocked_sent) = (sent[0], sent[1]);
     sink.settle(Duration::from_millis(300), Duration::from_secs(3));
     let c = sink.counts();
     println!(
@@ -101,37 +89,25 @@ fn kill_9_during_a_flood_keeps_enforcing_and_a_restart_adopts_the_buckets() {
     let sink = UdpSink::bind(&sb.gw_path(), sock("0.0.0.0", 9000));
     let attacker = sb.attacker_path();
     let t = Duration::from_secs(4);
-    let (flood_sent, blocked_sent, fw2) = std::thread::scope(|s| {
-        let a = s.spawn(|| {
-            send_udp(
-                &attacker,
-                Some(ip("198.51.100.2")),
-                sock("198.51.100.1", 9000),
-                1000,
-                t,
-            )
-        });
-        let b = s.spawn(|| {
-            send_udp(
-                &attacker,
-                Some(ip("198.51.100.3")),
-                sock("198.51.100.1", 9000),
-                200,
-                t,
-            )
-        });
-        std::thread::sleep(Duration::from_secs(1));
-        fw.kill9();
-        std::thread::sleep(Duration::from_millis(1500));
-        let fw2 = FirewallDaemon::spawn(
-            &tests::firewall_bin(),
-            &sb.gw_ns,
-            fw.pin_dir(),
-            &args(&sb, p, &[]),
-        )
-        .expect("restart");
-        (a.join().unwrap(), b.join().unwrap(), fw2)
-    });
+    let flows = Flows::start(
+        &[
+            (&attacker, "198.51.100.2", sock("198.51.100.1", 9000), 1000),
+            (&attacker, "198.51.100.3", sock("198.51.100.1", 9000), 200),
+        ],
+        t,
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    fw.kill9();
+    std::thread::sleep(Duration::from_millis(1500));
+    let fw2 = FirewallDaemon::spawn(
+        &tests::firewall_bin(),
+        &sb.gw_ns,
+        fw.pin_dir(),
+        &args(&sb, p, &[]),
+    )
+    .expect("restart");
+    let sent = flows.join();
+    let (flood_sent, blocked_sent) = (sent[0], sent[1]);
     sink.settle(Duration::from_millis(300), Duration::from_secs(3));
     let c = sink.counts();
     let through = c.from(ip("198.51.100.2"));
@@ -187,31 +163,19 @@ fn an_upgraded_binary_replaces_the_program_with_no_unfiltered_window() {
     let sink = UdpSink::bind(&sb.gw_path(), sock("0.0.0.0", 9000));
     let (client, attacker) = (sb.client_path(), sb.attacker_path());
     let t = Duration::from_secs(3);
-    let (client_sent, blocked_sent, new) = std::thread::scope(|s| {
-        let a = s.spawn(|| {
-            send_udp(
-                &client,
-                Some(ip("192.0.2.2")),
-                sock("192.0.2.1", 9000),
-                500,
-                t,
-            )
-        });
-        let b = s.spawn(|| {
-            send_udp(
-                &attacker,
-                Some(ip("198.51.100.3")),
-                sock("198.51.100.1", 9000),
-                500,
-                t,
-            )
-        });
-        std::thread::sleep(Duration::from_secs(1));
-        assert!(old.stop().success());
-        let new = FirewallDaemon::spawn(&variant, &sb.gw_ns, old.pin_dir(), &args(&sb, p, &[]))
-            .expect("upgraded daemon");
-        (a.join().unwrap(), b.join().unwrap(), new)
-    });
+    let flows = Flows::start(
+        &[
+            (&client, "192.0.2.2", sock("192.0.2.1", 9000), 500),
+            (&attacker, "198.51.100.3", sock("198.51.100.1", 9000), 500),
+        ],
+        t,
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(old.stop().success());
+    let new = FirewallDaemon::spawn(&variant, &sb.gw_ns, old.pin_dir(), &args(&sb, p, &[]))
+        .expect("upgraded daemon");
+    let sent = flows.join();
+    let (client_sent, blocked_sent) = (sent[0], sent[1]);
     sink.settle(Duration::from_millis(300), Duration::from_secs(3));
     let c = sink.counts();
     let stats = json(&new, &["stats", "--json"]);
