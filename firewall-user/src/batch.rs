@@ -1,11 +1,12 @@
-//! Bulk map updates with BPF_MAP_UPDATE_BATCH: one syscall per chunk of
-//! entries instead of one per entry (imports of 100,000+ prefixes).
+//! Bulk map access with BPF_MAP_UPDATE_BATCH / BPF_MAP_LOOKUP_BATCH: one
+//! syscall per chunk of entries instead of one per entry.
 #![allow(unsafe_code)]
 
 use std::os::fd::{AsFd, AsRawFd};
 
 use aya::maps::MapData;
 
+const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
 const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
 
 /// The `batch` member of `union bpf_attr`.
@@ -22,6 +23,26 @@ struct BatchAttr {
     flags: u64,
 }
 
+/// Issue one batch command; the kernel writes back `attr.count`.
+fn batch(cmd: libc::c_long, attr: &mut BatchAttr) -> std::io::Result<()> {
+    // SAFETY: `attr` is the kernel's batch layout, zero-filled apart from the
+    // fields the callers set; the key and value buffers it points to hold
+    // `count` packed keys and values of the map's sizes (checked by the
+    // callers) and outlive the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd,
+            attr as *mut BatchAttr,
+            std::mem::size_of::<BatchAttr>(),
+        )
+    };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Insert `count` entries whose keys and values are packed back to back.
 /// Kernels without batch support for the map type answer EINVAL or
 /// ENOTSUPP; the caller then falls back to single updates.
@@ -34,19 +55,33 @@ pub fn update(map: &MapData, keys: &[u8], values: &[u8], count: usize) -> std::i
         map_fd: map.fd().as_fd().as_raw_fd() as u32,
         ..Default::default()
     };
-    // SAFETY: `attr` is the kernel's batch layout, zero-filled apart from the
-    // fields set; `keys` and `values` hold `count` packed keys and values of
-    // the map's sizes (asserted by the caller's types) and outlive the call.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_MAP_UPDATE_BATCH,
-            &mut attr as *mut BatchAttr,
-            std::mem::size_of::<BatchAttr>(),
-        )
+    batch(BPF_MAP_UPDATE_BATCH, &mut attr)
+}
+
+/// Read up to `count` entries from the start of the map into `keys` and
+/// `values` (each sized for `count` entries: per-CPU values take one slot
+/// per CPU). Returns how many were read; reaching the end of the map is
+/// not an error.
+pub fn lookup(
+    map: &MapData,
+    keys: &mut [u8],
+    values: &mut [u8],
+    count: usize,
+) -> std::io::Result<usize> {
+    assert!(count > 0 && keys.len().is_multiple_of(count) && values.len().is_multiple_of(count));
+    let mut out_batch = 0u64;
+    let mut attr = BatchAttr {
+        out_batch: &mut out_batch as *mut u64 as u64,
+        keys: keys.as_mut_ptr() as u64,
+        values: values.as_mut_ptr() as u64,
+        count: count as u32,
+        map_fd: map.fd().as_fd().as_raw_fd() as u32,
+        ..Default::default()
     };
-    if rc < 0 {
-        return Err(std::io::Error::last_os_error());
+    match batch(BPF_MAP_LOOKUP_BATCH, &mut attr) {
+        Ok(()) => Ok(attr.count as usize),
+        // ENOENT: the end of the map came first; `count` says what was read.
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(attr.count as usize),
+        Err(e) => Err(e),
     }
-    Ok(())
 }

@@ -1316,22 +1316,6 @@ struct CounterReader {
     values: Vec<u8>,
 }
 
-/// `union bpf_attr` for the `BPF_MAP_*_BATCH` commands.
-#[repr(C)]
-#[derive(Default)]
-struct BatchAttr {
-    in_batch: u64,
-    out_batch: u64,
-    keys: u64,
-    values: u64,
-    count: u32,
-    map_fd: u32,
-    elem_flags: u64,
-    flags: u64,
-}
-
-const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
-
 impl CounterReader {
     fn open(h: &Harness) -> Self {
         let map =
@@ -1361,40 +1345,17 @@ impl CounterReader {
     }
 
     fn batch(&mut self) -> std::io::Result<Vec<Counter>> {
-        use std::os::fd::{AsFd, AsRawFd};
         let Some(map) = &self.map else {
             return Err(std::io::ErrorKind::Unsupported.into());
         };
         let n = N_VERDICTS as usize;
-        let mut out_batch = 0u32;
-        let mut attr = BatchAttr {
-            out_batch: &mut out_batch as *mut u32 as u64,
-            keys: self.keys.as_mut_ptr() as u64,
-            values: self.values.as_mut_ptr() as u64,
-            count: n as u32,
-            map_fd: map.fd().as_fd().as_raw_fd() as u32,
-            ..Default::default()
-        };
-        // SAFETY: BPF_MAP_LOOKUP_BATCH writes at most `count` keys (u32)
-        // and `count` per-CPU values (cpus x 16 bytes each, Counter being
-        // 8-byte aligned) into the buffers sized for exactly that, and one
-        // key into `out_batch`; `attr` is the documented layout.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                BPF_MAP_LOOKUP_BATCH,
-                &mut attr as *mut BatchAttr,
-                std::mem::size_of::<BatchAttr>(),
-            )
-        };
-        let err = std::io::Error::last_os_error();
-        // The end of the array comes as ENOENT with every element filled.
-        if (rc != 0 && err.raw_os_error() != Some(libc::ENOENT)) || attr.count as usize != n {
-            return Err(if rc != 0 {
-                err
-            } else {
-                std::io::ErrorKind::UnexpectedEof.into()
-            });
+        let mut keys = vec![0u8; n * 4];
+        let read = firewall_user::batch::lookup(map, &mut keys, &mut self.values, n)?;
+        if read != n {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        for (k, b) in self.keys.iter_mut().zip(keys.chunks(4)) {
+            *k = u32::from_ne_bytes(b.try_into().unwrap());
         }
         let sz = std::mem::size_of::<Counter>();
         let mut out = vec![Counter::default(); n];

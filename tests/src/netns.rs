@@ -104,7 +104,7 @@ pub fn output_timeout(cmd: &mut Command, timeout: Duration) -> std::io::Result<O
 }
 
 /// Runs `cmd` (30 s limit) and fails with its stderr unless it exits 0.
-pub(crate) fn run_ok(cmd: &mut Command) -> Result<String> {
+pub fn run_ok(cmd: &mut Command) -> Result<String> {
     let o = output_timeout(cmd, Duration::from_secs(30)).with_context(|| format!("{cmd:?}"))?;
     if !o.status.success() {
         bail!(

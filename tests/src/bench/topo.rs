@@ -49,17 +49,7 @@ pub struct Topo {
 }
 
 /// Runs a command (30 s limit), failing with its stderr.
-pub fn sh(cmd: &mut Command) -> Result<String> {
-    let o = output_timeout(cmd, Duration::from_secs(30)).with_context(|| format!("{cmd:?}"))?;
-    if !o.status.success() {
-        bail!(
-            "{cmd:?} failed ({}): {}",
-            o.status,
-            String::from_utf8_lossy(&o.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&o.stdout).into_owned())
-}
+pub use tests::netns::run_ok as sh;
 
 fn ip(ns: &str, args: &str) -> Result<String> {
     sh(Command::new("ip")
