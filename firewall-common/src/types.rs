@@ -142,14 +142,20 @@ pub enum Origin {
     Manual = 1,
     Import = 2,
     Autoban = 3,
+    /// Received from another gateway through the fleet bus (NATS).
+    Fleet = 4,
+    /// A CrowdSec decision pulled from its local API.
+    Crowdsec = 5,
 }
 
 impl Origin {
-    pub const ALL: [Origin; 4] = [
+    pub const ALL: [Origin; 6] = [
         Origin::Config,
         Origin::Manual,
         Origin::Import,
         Origin::Autoban,
+        Origin::Fleet,
+        Origin::Crowdsec,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -158,6 +164,8 @@ impl Origin {
             Origin::Manual => "manual",
             Origin::Import => "import",
             Origin::Autoban => "autoban",
+            Origin::Fleet => "fleet",
+            Origin::Crowdsec => "crowdsec",
         }
     }
 
@@ -166,6 +174,8 @@ impl Origin {
             0 => Origin::Config,
             2 => Origin::Import,
             3 => Origin::Autoban,
+            4 => Origin::Fleet,
+            5 => Origin::Crowdsec,
             _ => Origin::Manual,
         }
     }

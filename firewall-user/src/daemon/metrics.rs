@@ -183,7 +183,7 @@ impl Collector for FirewallCollector {
             "Capacity of the per-source table.",
             &[(vec![], SOURCES_CAPACITY as i64)],
         )?;
-        let mut by_origin = [0i64; 4];
+        let mut by_origin = [0i64; Origin::ALL.len()];
         let now = crate::clock::mono_ns();
         for (_, e) in maps.list_all(List::Block).unwrap_or_default() {
             if e.expires_ns == 0 || e.expires_ns > now {
