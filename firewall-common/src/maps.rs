@@ -16,12 +16,21 @@ pub const BLOCK_V4: [&str; 2] = ["FW_BLOCK4_0", "FW_BLOCK4_1"];
 pub const BLOCK_V6: [&str; 2] = ["FW_BLOCK6_0", "FW_BLOCK6_1"];
 pub const LIMIT_V4: [&str; 2] = ["FW_LIMIT4_0", "FW_LIMIT4_1"];
 pub const LIMIT_V6: [&str; 2] = ["FW_LIMIT6_0", "FW_LIMIT6_1"];
+/// Exact hosts (/32, /128) of the allow and block lists: hashes with small
+/// keys, looked up before the tries and the per-source table.
+pub const ALLOW_HOST_V4: [&str; 2] = ["FW_ALLOWH4_0", "FW_ALLOWH4_1"];
+pub const ALLOW_HOST_V6: [&str; 2] = ["FW_ALLOWH6_0", "FW_ALLOWH6_1"];
+pub const BLOCK_HOST_V4: [&str; 2] = ["FW_BLOCKH4_0", "FW_BLOCKH4_1"];
+pub const BLOCK_HOST_V6: [&str; 2] = ["FW_BLOCKH6_0", "FW_BLOCKH6_1"];
 pub const RULES: &str = "FW_RULES";
+/// Rule prefilter: per set, one byte per destination port holding the
+/// `l4` classes of the rules whose port range covers it.
+pub const RULE_PORTS: &str = "FW_RULE_PORTS";
 pub const FLOOD: &str = "FW_FLOOD";
 pub const EVENTS: &str = "FW_EVENTS";
 
 /// Every pinned map, for adopt/detach.
-pub const ALL: [&str; 21] = [
+pub const ALL: [&str; 30] = [
     CONFIG,
     ACTIVE,
     COUNTERS,
@@ -40,23 +49,59 @@ pub const ALL: [&str; 21] = [
     LIMIT_V4[1],
     LIMIT_V6[0],
     LIMIT_V6[1],
+    ALLOW_HOST_V4[0],
+    ALLOW_HOST_V4[1],
+    ALLOW_HOST_V6[0],
+    ALLOW_HOST_V6[1],
+    BLOCK_HOST_V4[0],
+    BLOCK_HOST_V4[1],
+    BLOCK_HOST_V6[0],
+    BLOCK_HOST_V6[1],
     RULES,
+    RULE_PORTS,
     FLOOD,
     EVENTS,
+];
+
+/// Maps whose capacity the policy's `[table]` sets: the per-source table
+/// (`max_sources`) and every allow/block map (`max_list_entries`).
+pub const LIST_MAPS: [&str; 16] = [
+    ALLOW_V4[0],
+    ALLOW_V4[1],
+    ALLOW_V6[0],
+    ALLOW_V6[1],
+    BLOCK_V4[0],
+    BLOCK_V4[1],
+    BLOCK_V6[0],
+    BLOCK_V6[1],
+    ALLOW_HOST_V4[0],
+    ALLOW_HOST_V4[1],
+    ALLOW_HOST_V6[0],
+    ALLOW_HOST_V6[1],
+    BLOCK_HOST_V4[0],
+    BLOCK_HOST_V4[1],
+    BLOCK_HOST_V6[0],
+    BLOCK_HOST_V6[1],
 ];
 
 /// Program names in the object.
 pub const PROG_XDP: &str = "firewall_xdp";
 pub const PROG_TC: &str = "firewall_tc";
+/// The clock probe (see `FW_CLOCK`), run once by the loader.
+pub const PROG_CLOCK: &str = "firewall_clock";
+pub const CLOCK_PROBE: &str = "FW_CLOCK";
 
-/// Capacity of the per-source table (LRU: the least recent source is
-/// evicted when full).
+/// Default capacity of the per-source table (LRU: the least recent source
+/// is evicted when full); `[table] max_sources` overrides it at load.
 pub const SOURCES_CAPACITY: u32 = 131_072;
-/// Capacity of each allow/block trie (per address family).
+/// Default capacity of each allow/block map (per address family);
+/// `[table] max_list_entries` overrides it at load.
 pub const LIST_CAPACITY: u32 = 262_144;
 /// Capacity of each limit-class trie.
 pub const LIMIT_CAPACITY: u32 = 16_384;
 /// Most `[[rule]]` entries a policy may hold.
 pub const MAX_RULES: u32 = 32;
+/// Entries of `RULE_PORTS`: a byte per port, per set.
+pub const RULE_PORTS_LEN: u32 = 2 * 65_536;
 /// Ring buffer size for events (bytes, power of two).
 pub const EVENTS_BYTES: u32 = 256 * 1024;

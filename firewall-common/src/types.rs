@@ -94,6 +94,36 @@ pub mod flags {
     pub const AUTOBAN: u32 = 1 << 8;
     /// The controller has written a policy (the program passes all until then).
     pub const READY: u32 = 1 << 9;
+    /// The exact-host hash of that list and family has entries.
+    pub const ALLOW_HOST_V4: u32 = 1 << 11;
+    pub const ALLOW_HOST_V6: u32 = 1 << 12;
+    pub const BLOCK_HOST_V4: u32 = 1 << 13;
+    pub const BLOCK_HOST_V6: u32 = 1 << 14;
+    /// Some allowlist prefix covers a blocked exact host of that family: a
+    /// host-hash block hit must ask the allow trie first (allow wins).
+    pub const ALLOW_OVER_BLOCK_V4: u32 = 1 << 15;
+    pub const ALLOW_OVER_BLOCK_V6: u32 = 1 << 16;
+}
+
+/// L4 classes of the rule prefilter: one bit each, so that a packet whose
+/// class and destination port no rule covers skips the rule loop.
+pub mod l4 {
+    pub const TCP: u8 = 1 << 0;
+    pub const UDP: u8 = 1 << 1;
+    pub const ICMP: u8 = 1 << 2;
+    pub const OTHER: u8 = 1 << 3;
+    pub const ALL: u8 = TCP | UDP | ICMP | OTHER;
+
+    /// The class of an IP protocol number (ICMP rules cover ICMPv6 too).
+    #[inline(always)]
+    pub const fn class(proto: u8) -> u8 {
+        match proto {
+            6 => TCP,
+            17 => UDP,
+            1 | 58 => ICMP,
+            _ => OTHER,
+        }
+    }
 }
 
 /// The whole run-time policy that is not a list: slot 0 of `CONFIG`.
@@ -126,8 +156,20 @@ pub struct Config {
     pub file_default: Limit,
     pub manual_default: Limit,
     /// Earliest expiry among list entries (0 = none): the controller scans
-    /// the lists only once it has passed. Not read by the program.
+    /// the lists only once it has passed. Not read by the program, and
+    /// written without a new generation (it changes no decision).
     pub next_expiry_ns: u64,
+    /// Nanoseconds per jiffy when the program reads its time from
+    /// `bpf_jiffies64` (which the verifier inlines into one load); 0 = the
+    /// program calls `bpf_ktime_get_ns`. Set by the loader after probing.
+    pub tick_ns: u64,
+    /// `jiffies * tick_ns - tick_offset_ns` is CLOCK_MONOTONIC time rounded
+    /// down to the last tick, so every stored time stays in one clock.
+    pub tick_offset_ns: u64,
+    /// Rule prefilter: the `l4` classes some rule without a port condition
+    /// matches (ported rules are in `RULE_PORTS`).
+    pub rule_any_port: u8,
+    pub _pad3: [u8; 7],
 }
 
 /// An LPM trie key's data for IPv4/IPv6 (the prefix length precedes it).
@@ -302,7 +344,7 @@ pub struct Event {
 
 const _: () = {
     assert!(core::mem::size_of::<Counter>() == 16);
-    assert!(core::mem::size_of::<Config>() == 128);
+    assert!(core::mem::size_of::<Config>() == 152);
     assert!(core::mem::size_of::<ListEntry>() == 56);
     assert!(core::mem::size_of::<LimitEntry>() == 40);
     assert!(core::mem::size_of::<Rule>() == 56);

@@ -3,12 +3,12 @@
 
 use aya_ebpf::{
     cty::c_void,
-    helpers::{bpf_ktime_get_ns, bpf_map_lookup_elem},
-    maps::{lpm_trie::Key, LpmTrie},
+    helpers::{bpf_jiffies64, bpf_ktime_get_ns, bpf_map_lookup_elem},
+    maps::{lpm_trie::Key, HashMap, LpmTrie},
 };
 use firewall_common::{
-    class, event, flags, Bucket, Config, Counter, Event, Limit, ListEntry, SourceKey, SourceState,
-    Stat, Verdict, FLOOD_EVENTS, FLOOD_NEW_SOURCES, N_VERDICTS, PROTO_ANY,
+    class, event, flags, l4, Bucket, Config, Counter, Event, Limit, ListEntry, SourceKey,
+    SourceState, Stat, Verdict, FLOOD_EVENTS, FLOOD_NEW_SOURCES, N_VERDICTS, PROTO_ANY,
 };
 
 use crate::{
@@ -61,11 +61,63 @@ fn stat(s: Stat) {
     }
 }
 
+/// The program's time, read at most once per packet and only on the paths
+/// that need it: allowed and blocked known sources never read it.
+struct Clock<'a> {
+    cfg: &'a Config,
+    now: u64,
+}
+
+impl<'a> Clock<'a> {
+    #[inline(always)]
+    fn new(cfg: &'a Config) -> Self {
+        Clock { cfg, now: 0 }
+    }
+
+    /// CLOCK_MONOTONIC nanoseconds. With `tick_ns` set (the loader found
+    /// jiffies usable) it is the last tick's time: `bpf_jiffies64` is
+    /// inlined into one load where `bpf_ktime_get_ns` is a call costing as
+    /// much as a hash lookup.
+    #[inline(always)]
+    fn get(&mut self) -> u64 {
+        if self.now == 0 {
+            self.now = if self.cfg.tick_ns != 0 {
+                // SAFETY: a helper without arguments or side effects.
+                let j = unsafe { bpf_jiffies64() };
+                j.wrapping_mul(self.cfg.tick_ns)
+                    .wrapping_sub(self.cfg.tick_offset_ns)
+            } else {
+                // SAFETY: as above.
+                unsafe { bpf_ktime_get_ns() }
+            };
+        }
+        self.now
+    }
+}
+
+/// Write jiffies and CLOCK_MONOTONIC, read back to back, for the loader.
+#[inline(always)]
+pub fn probe_clock() {
+    // SAFETY: helpers without arguments or side effects.
+    let (j, ns) = unsafe { (bpf_jiffies64(), bpf_ktime_get_ns()) };
+    for (i, v) in [(0u32, j), (1, ns)] {
+        if let Some(slot) = CLOCK_PROBE.get_ptr_mut(i) {
+            // SAFETY: an array slot of this map, valid for the run; only
+            // the loader's test runs write it.
+            unsafe { *slot = v }
+        }
+    }
+}
+
 /// Decision for an IP packet, and the rule whose counters it also goes to.
 #[inline(always)]
 fn ip(cfg: &Config, pkt: &Packet) -> (Verdict, u32) {
     let rule = match_rule(cfg, pkt);
-    let v = limit_or_list(cfg, pkt, rule);
+    let mut clock = Clock::new(cfg);
+    let v = match exact_host(cfg, pkt, rule, &mut clock) {
+        Some(v) => v,
+        None => limit_or_list(cfg, pkt, rule, &mut clock),
+    };
     let v = if cfg.flags & flags::MONITOR != 0
         && (v == Verdict::Blocked || v == Verdict::RateLimited)
     {
@@ -80,7 +132,7 @@ fn ip(cfg: &Config, pkt: &Packet) -> (Verdict, u32) {
 /// cannot see (see `SCRATCH`).
 #[inline(always)]
 fn match_rule(cfg: &Config, pkt: &Packet) -> u32 {
-    if cfg.rule_count == 0 {
+    if cfg.rule_count == 0 || !rule_may_match(cfg, pkt) {
         return NO_RULE;
     }
     let Some(slot) = SCRATCH.get_ptr_mut(0) else {
@@ -96,6 +148,21 @@ fn match_rule(cfg: &Config, pkt: &Packet) -> u32 {
             NO_RULE
         }
     }
+}
+
+/// The prefilter: whether some rule covers the packet's L4 class (and,
+/// for rules with ports, its destination port). O(1): one array load.
+#[inline(always)]
+fn rule_may_match(cfg: &Config, pkt: &Packet) -> bool {
+    let c = l4::class(pkt.proto);
+    if cfg.rule_any_port & c != 0 {
+        return true;
+    }
+    if !pkt.has_l4 {
+        return false;
+    }
+    let idx = (cfg.set as u32 & 1) * 65_536 + pkt.dst_port as u32;
+    matches!(RULE_PORTS.get(idx), Some(b) if *b & c != 0)
 }
 
 #[inline(always)]
@@ -186,6 +253,16 @@ struct Class {
     class: u8,
     limit: Limit,
     block_expires_ns: u64,
+    /// The matching list entry had never been hit before.
+    first_hit: bool,
+}
+
+/// A list entry that matched.
+struct Hit {
+    /// When it expires (0 = never).
+    expires_ns: u64,
+    /// Its first hit ever: the one that reports a drop for it.
+    first: bool,
 }
 
 /// Allowlist, blocklist, then the limit: rule, most specific class, default.
@@ -195,22 +272,24 @@ fn classify(
     pkt: &Packet,
     key: &SourceKey,
     rule: u32,
-    now: u64,
+    clock: &mut Clock,
     lists: bool,
 ) -> Class {
     if lists {
-        if list_match(cfg, pkt, now, true).is_some() {
+        if list_match(cfg, pkt, clock, true).is_some() {
             return Class {
                 class: class::ALLOWED,
                 limit: Limit::default(),
                 block_expires_ns: 0,
+                first_hit: false,
             };
         }
-        if let Some(expires) = list_match(cfg, pkt, now, false) {
+        if let Some(hit) = list_match(cfg, pkt, clock, false) {
             return Class {
                 class: class::BLOCKED,
                 limit: Limit::default(),
-                block_expires_ns: expires,
+                block_expires_ns: hit.expires_ns,
+                first_hit: hit.first,
             };
         }
     }
@@ -243,14 +322,14 @@ fn classify(
         class: class::LIMITED,
         limit,
         block_expires_ns: 0,
+        first_hit: false,
     }
 }
 
-/// Look the packet's source up in the allow (`allow`) or block list.
-/// Returns the matching entry's expiry (0 = never), if it matches and has
-/// not expired.
+/// Look the packet's source up in the allow (`allow`) or block tries
+/// (prefixes; exact hosts are in the host hashes, see `exact_host`).
 #[inline(always)]
-fn list_match(cfg: &Config, pkt: &Packet, now: u64, allow: bool) -> Option<u64> {
+fn list_match(cfg: &Config, pkt: &Packet, clock: &mut Clock, allow: bool) -> Option<Hit> {
     let entry: *mut ListEntry = if pkt.family == 4 {
         let flag = if allow {
             flags::ALLOW_V4
@@ -310,18 +389,95 @@ fn list_match(cfg: &Config, pkt: &Packet, now: u64, allow: bool) -> Option<u64> 
             )
         }
     };
+    entry_hit(entry, clock)
+}
+
+/// Count a hit on a list entry unless it has expired (the controller
+/// removes expired entries; until then the program ignores them). Only an
+/// entry with an expiry reads the clock.
+#[inline(always)]
+fn entry_hit(entry: *mut ListEntry, clock: &mut Clock) -> Option<Hit> {
     if entry.is_null() {
         return None;
     }
     // SAFETY: non-null pointers from bpf_map_lookup_elem point at the
     // entry's value, valid for this run. The hit count is not atomic: two
-    // CPUs classifying at once may count one hit, fine for a statistic.
+    // CPUs hitting it at once may count one hit, fine for a statistic.
     let e = unsafe { &mut *entry };
-    if e.expires_ns != 0 && now >= e.expires_ns {
+    if e.expires_ns != 0 && clock.get() >= e.expires_ns {
         return None;
     }
+    let first = e.hits == 0;
     e.hits += 1;
-    Some(e.expires_ns)
+    Some(Hit {
+        expires_ns: e.expires_ns,
+        first,
+    })
+}
+
+/// Exact hosts (/32, /128): one hash lookup with the address as key, before
+/// the tries and the per-source table, so an allowed or blocked host costs
+/// what it costs xdp-filter and never takes a slot in the source table.
+#[inline(always)]
+fn exact_host(cfg: &Config, pkt: &Packet, rule: u32, clock: &mut Clock) -> Option<Verdict> {
+    let (allow_flag, block_flag, allow_over) = if pkt.family == 4 {
+        (
+            flags::ALLOW_HOST_V4,
+            flags::BLOCK_HOST_V4,
+            flags::ALLOW_OVER_BLOCK_V4,
+        )
+    } else {
+        (
+            flags::ALLOW_HOST_V6,
+            flags::BLOCK_HOST_V6,
+            flags::ALLOW_OVER_BLOCK_V6,
+        )
+    };
+    if cfg.flags & (allow_flag | block_flag) == 0 {
+        return None;
+    }
+    let s1 = cfg.set & 1 != 0;
+    if cfg.flags & allow_flag != 0 {
+        let e = if pkt.family == 4 {
+            host_v4(if s1 { &ALLOW_HOST_V4_1 } else { &ALLOW_HOST_V4_0 }, pkt)
+        } else {
+            host_v6(if s1 { &ALLOW_HOST_V6_1 } else { &ALLOW_HOST_V6_0 }, pkt)
+        };
+        if entry_hit(e, clock).is_some() {
+            return Some(Verdict::Allowed);
+        }
+    }
+    if cfg.flags & block_flag != 0 {
+        let e = if pkt.family == 4 {
+            host_v4(if s1 { &BLOCK_HOST_V4_1 } else { &BLOCK_HOST_V4_0 }, pkt)
+        } else {
+            host_v6(if s1 { &BLOCK_HOST_V6_1 } else { &BLOCK_HOST_V6_0 }, pkt)
+        };
+        if let Some(hit) = entry_hit(e, clock) {
+            // The allowlist wins over the blocklist: only when an allowed
+            // prefix covers some blocked host is the allow trie asked.
+            if cfg.flags & allow_over != 0 && list_match(cfg, pkt, clock, true).is_some() {
+                return Some(Verdict::Allowed);
+            }
+            if hit.first {
+                let key = source_key(cfg, pkt, rule);
+                emit(cfg, &key, pkt, clock.get(), event::FIRST_DROP, Verdict::Blocked);
+            }
+            return Some(Verdict::Blocked);
+        }
+    }
+    None
+}
+
+#[inline(always)]
+fn host_v4(map: &HashMap<[u8; 4], ListEntry>, pkt: &Packet) -> *mut ListEntry {
+    map.get_ptr_mut(&[pkt.src[0], pkt.src[1], pkt.src[2], pkt.src[3]])
+        .unwrap_or(core::ptr::null_mut())
+}
+
+#[inline(always)]
+fn host_v6(map: &HashMap<[u8; 16], ListEntry>, pkt: &Packet) -> *mut ListEntry {
+    map.get_ptr_mut(&pkt.src).unwrap_or(core::ptr::null_mut())
 }
 
 /// A writable pointer to a trie value (aya's `LpmTrie::get` hands out `&V`).
@@ -338,18 +494,8 @@ fn lookup_mut<K, V>(map: &LpmTrie<K, V>, key: &Key<K>) -> *mut V {
 }
 
 #[inline(always)]
-fn verdict_of(class: u8) -> Option<Verdict> {
-    match class {
-        class::ALLOWED => Some(Verdict::Allowed),
-        class::BLOCKED => Some(Verdict::Blocked),
-        _ => None,
-    }
-}
-
-#[inline(always)]
-fn limit_or_list(cfg: &Config, pkt: &Packet, rule: u32) -> Verdict {
-    let now = unsafe { bpf_ktime_get_ns() };
-    // Lists narrower than the aggregation prefix cannot be cached per
+fn limit_or_list(cfg: &Config, pkt: &Packet, rule: u32, clock: &mut Clock) -> Verdict {
+    // Prefixes narrower than the aggregation prefix cannot be cached per
     // prefix: decide them per packet, before the per-source table.
     let no_cache = if pkt.family == 4 {
         flags::NO_LIST_CACHE_V4
@@ -358,10 +504,14 @@ fn limit_or_list(cfg: &Config, pkt: &Packet, rule: u32) -> Verdict {
     };
     let cache_lists = cfg.flags & no_cache == 0;
     if !cache_lists {
-        if list_match(cfg, pkt, now, true).is_some() {
+        if list_match(cfg, pkt, clock, true).is_some() {
             return Verdict::Allowed;
         }
-        if list_match(cfg, pkt, now, false).is_some() {
+        if let Some(hit) = list_match(cfg, pkt, clock, false) {
+            if hit.first {
+                let key = source_key(cfg, pkt, rule);
+                emit(cfg, &key, pkt, clock.get(), event::FIRST_DROP, Verdict::Blocked);
+            }
             return Verdict::Blocked;
         }
     }
@@ -375,43 +525,61 @@ fn limit_or_list(cfg: &Config, pkt: &Packet, rule: u32) -> Verdict {
         let stale = st.generation != cfg.generation
             || (st.class == class::BLOCKED
                 && st.block_expires_ns != 0
-                && now >= st.block_expires_ns);
+                && clock.get() >= st.block_expires_ns);
         if stale {
-            let c = classify(cfg, pkt, &key, rule, now, cache_lists);
+            let c = classify(cfg, pkt, &key, rule, clock, cache_lists);
+            if c.class == class::BLOCKED && st.class != class::BLOCKED {
+                // Reported once, when the source becomes blocked: a blocked
+                // source's packets read no clock for a quiet period.
+                emit(cfg, &key, pkt, clock.get(), event::FIRST_DROP, Verdict::Blocked);
+            }
             st.class = c.class;
             st.limit = c.limit;
             st.block_expires_ns = c.block_expires_ns;
             st.generation = cfg.generation;
         }
         st.packets += 1;
-        if let Some(v) = verdict_of(st.class) {
-            if v == Verdict::Blocked {
-                dropped(cfg, st, &key, pkt, now, v);
+        match st.class {
+            class::ALLOWED => return Verdict::Allowed,
+            class::BLOCKED => {
+                st.drops += 1;
+                return Verdict::Blocked;
             }
-            return v;
+            _ => {}
         }
         let limit = st.limit;
-        if st.bucket.admit(&limit, now) {
+        if st.bucket.admit(&limit, clock.get()) {
             return Verdict::Passed;
         }
-        dropped(cfg, st, &key, pkt, now, Verdict::RateLimited);
-        autoban(cfg, st, &key, pkt, now);
+        dropped(cfg, st, &key, pkt, clock, Verdict::RateLimited);
+        autoban(cfg, st, &key, pkt, clock.get());
         return Verdict::RateLimited;
     }
 
-    // A prefix not seen before (or evicted).
-    let c = classify(cfg, pkt, &key, rule, now, cache_lists);
-    let v = verdict_of(c.class);
+    // A prefix not seen before (or evicted). Its allow/block decision does
+    // not depend on the flood budget, and a blocked one takes no slot.
+    let c = classify(cfg, pkt, &key, rule, clock, cache_lists);
+    if c.class == class::BLOCKED {
+        if c.first_hit {
+            emit(cfg, &key, pkt, clock.get(), event::FIRST_DROP, Verdict::Blocked);
+        }
+        return Verdict::Blocked;
+    }
+    let now = clock.get();
     // The gateway-wide guard: a spoofed flood makes every packet a new
     // source; only so many may start a bucket (or be cached) per second.
     if !admit_bucket(FLOOD_NEW_SOURCES, &cfg.flood_limit, now) {
         stat(Stat::NewSourceRefused);
-        return v.unwrap_or(Verdict::RateLimited);
+        return if c.class == class::ALLOWED {
+            Verdict::Allowed
+        } else {
+            Verdict::RateLimited
+        };
     }
     let mut st = SourceState {
         bucket: Bucket::full(&c.limit, now),
         limit: c.limit,
-        block_expires_ns: c.block_expires_ns,
+        block_expires_ns: 0,
         packets: 1,
         drops: 0,
         last_drop_ns: 0,
@@ -421,12 +589,14 @@ fn limit_or_list(cfg: &Config, pkt: &Packet, rule: u32) -> Verdict {
         class: c.class,
         _pad: [0; 7],
     };
-    let v = match v {
-        Some(v) => v,
-        None if st.bucket.admit(&c.limit, now) => Verdict::Passed,
-        None => Verdict::RateLimited,
+    let v = if c.class == class::ALLOWED {
+        Verdict::Allowed
+    } else if st.bucket.admit(&c.limit, now) {
+        Verdict::Passed
+    } else {
+        Verdict::RateLimited
     };
-    if v == Verdict::Blocked || v == Verdict::RateLimited {
+    if v == Verdict::RateLimited {
         st.drops = 1;
         st.last_drop_ns = now;
         emit(cfg, &key, pkt, now, event::FIRST_DROP, v);
@@ -454,10 +624,11 @@ fn dropped(
     st: &mut SourceState,
     key: &SourceKey,
     pkt: &Packet,
-    now: u64,
+    clock: &mut Clock,
     v: Verdict,
 ) {
     st.drops += 1;
+    let now = clock.get();
     let quiet = st.last_drop_ns == 0 || now.saturating_sub(st.last_drop_ns) >= cfg.event_quiet_ns;
     st.last_drop_ns = now;
     if quiet {

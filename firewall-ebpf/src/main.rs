@@ -15,6 +15,14 @@ use aya_ebpf::{
 };
 use firewall_common::Verdict;
 
+/// The clock probe: the loader runs it (BPF_PROG_TEST_RUN) to learn whether
+/// `bpf_jiffies64` is there and how jiffies relate to CLOCK_MONOTONIC.
+#[xdp]
+pub fn firewall_clock(_ctx: XdpContext) -> u32 {
+    decide::probe_clock();
+    xdp_action::XDP_PASS
+}
+
 #[xdp]
 pub fn firewall_xdp(ctx: XdpContext) -> u32 {
     let (data, end) = (ctx.data(), ctx.data_end());

@@ -4,10 +4,12 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 use firewall_common::{
-    maps::{EVENTS_BYTES, LIMIT_CAPACITY, LIST_CAPACITY, MAX_RULES, SOURCES_CAPACITY},
+    maps::{
+        EVENTS_BYTES, LIMIT_CAPACITY, LIST_CAPACITY, MAX_RULES, RULE_PORTS_LEN, SOURCES_CAPACITY,
+    },
     AddrV4, AddrV6, Bucket, Config, Counter, LimitEntry, ListEntry, Rule, SourceKey, SourceState,
     N_STATS, N_VERDICTS,
 };
@@ -66,6 +68,46 @@ pub static LIMIT_V6_0: LpmTrie<AddrV6, LimitEntry> = LpmTrie::pinned(LIMIT_CAPAC
 #[map(name = "FW_LIMIT6_1")]
 pub static LIMIT_V6_1: LpmTrie<AddrV6, LimitEntry> = LpmTrie::pinned(LIMIT_CAPACITY, 0);
 
+/// Exact hosts: allocated per entry (no preallocation), so an empty or
+/// short list costs no memory whatever its capacity.
+const NO_PREALLOC: u32 = 1;
+
+#[map(name = "FW_ALLOWH4_0")]
+pub static ALLOW_HOST_V4_0: HashMap<AddrV4, ListEntry> =
+    HashMap::pinned(LIST_CAPACITY, NO_PREALLOC);
+
+#[map(name = "FW_ALLOWH4_1")]
+pub static ALLOW_HOST_V4_1: HashMap<AddrV4, ListEntry> =
+    HashMap::pinned(LIST_CAPACITY, NO_PREALLOC);
+
+#[map(name = "FW_ALLOWH6_0")]
+pub static ALLOW_HOST_V6_0: HashMap<AddrV6, ListEntry> =
+    HashMap::pinned(LIST_CAPACITY, NO_PREALLOC);
+
+#[map(name = "FW_ALLOWH6_1")]
+pub static ALLOW_HOST_V6_1: HashMap<AddrV6, ListEntry> =
+    HashMap::pinned(LIST_CAPACITY, NO_PREALLOC);
+
+#[map(name = "FW_BLOCKH4_0")]
+pub static BLOCK_HOST_V4_0: HashMap<AddrV4, ListEntry> =
+    HashMap::pinned(LIST_CAPACITY, NO_PREALLOC);
+
+#[map(name = "FW_BLOCKH4_1")]
+pub static BLOCK_HOST_V4_1: HashMap<AddrV4, ListEntry> =
+    HashMap::pinned(LIST_CAPACITY, NO_PREALLOC);
+
+#[map(name = "FW_BLOCKH6_0")]
+pub static BLOCK_HOST_V6_0: HashMap<AddrV6, ListEntry> =
+    HashMap::pinned(LIST_CAPACITY, NO_PREALLOC);
+
+#[map(name = "FW_BLOCKH6_1")]
+pub static BLOCK_HOST_V6_1: HashMap<AddrV6, ListEntry> =
+    HashMap::pinned(LIST_CAPACITY, NO_PREALLOC);
+
+/// Rule prefilter of set `s` at `s * 65536 + port`: `l4` class bits.
+#[map(name = "FW_RULE_PORTS")]
+pub static RULE_PORTS: Array<u8> = Array::pinned(RULE_PORTS_LEN, 0);
+
 /// Rules of config slot `s` are at `s * MAX_RULES ..`.
 #[map(name = "FW_RULES")]
 pub static RULES: Array<Rule> = Array::pinned(2 * MAX_RULES, 0);
@@ -82,3 +124,8 @@ pub static EVENTS: RingBuf = RingBuf::pinned(EVENTS_BYTES, 0);
 /// from exploring the rest of the program once per possible index.
 #[map(name = "FW_SCRATCH")]
 pub static SCRATCH: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
+
+/// The clock probe's output: jiffies and CLOCK_MONOTONIC ns, read together.
+/// Not pinned: only the loader that ran the probe reads it.
+#[map(name = "FW_CLOCK")]
+pub static CLOCK_PROBE: Array<u64> = Array::with_max_entries(2, 0);

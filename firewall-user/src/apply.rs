@@ -6,12 +6,12 @@ use std::collections::HashSet;
 
 use anyhow::{Context, Result};
 use firewall_common::{
-    flags, maps::MAX_RULES, Limit, LimitEntry, ListEntry, Origin, Rule as KRule, PROTO_ANY,
+    flags, l4, maps::MAX_RULES, Limit, LimitEntry, ListEntry, Origin, Rule as KRule, PROTO_ANY,
 };
 use ipnet::IpNet;
 
 use crate::{
-    lists::List,
+    lists::{is_host, List},
     maps::Maps,
     policy::{Policy, Protocol},
 };
@@ -47,12 +47,15 @@ pub fn apply(maps: &mut Maps, policy: &Policy) -> Result<()> {
     )?;
     let event_limit = limit(EVENT_RATE, EVENT_BURST)?;
     let list_flags = content_flags(&allow, &block, &limits, d.ipv4_prefix, d.ipv6_prefix);
+    let (rule_any_port, rule_ports) = rule_prefilter(policy);
 
     let active = maps.active_set()?;
     let next = 1 - active;
     stage(maps, next, &allow, &block, &limits)?;
     write_rules(maps, next, policy)?;
+    write_rule_ports(maps, next, &rule_ports)?;
     maps.publish(|cfg| {
+        cfg.rule_any_port = rule_any_port;
         cfg.ipv4_prefix = d.ipv4_prefix;
         cfg.ipv6_prefix = d.ipv6_prefix;
         cfg.rule_count = policy.rules.len() as u8;
@@ -78,12 +81,53 @@ pub fn apply(maps: &mut Maps, policy: &Policy) -> Result<()> {
     // Packets now use `next`; the old set is brought in line so that both
     // hold the same entries again.
     stage(maps, active, &allow, &block, &limits)?;
-    write_rules(maps, active, policy)
+    write_rules(maps, active, policy)?;
+    write_rule_ports(maps, active, &rule_ports)
+}
+
+/// The rule prefilter: the L4 classes some rule without a port condition
+/// matches, and per destination port the classes of the rules covering it.
+/// A packet outside both skips the rule loop.
+fn rule_prefilter(policy: &Policy) -> (u8, Vec<u8>) {
+    let mut any_port = 0u8;
+    let mut ports = vec![0u8; 65_536];
+    for r in &policy.rules {
+        let classes = match r.protocol {
+            Protocol::Any => l4::ALL,
+            ref p => l4::class(p.number()),
+        };
+        match r.dst_port {
+            None => any_port |= classes,
+            Some((lo, hi)) => {
+                for b in &mut ports[lo as usize..=hi as usize] {
+                    *b |= classes;
+                }
+            }
+        }
+    }
+    (any_port, ports)
+}
+
+/// Write the port prefilter of set `set` (one batch where the kernel has
+/// batch updates for arrays).
+fn write_rule_ports(maps: &mut Maps, set: usize, ports: &[u8]) -> Result<()> {
+    let base = set as u32 * 65_536;
+    let keys: Vec<u8> = (0..ports.len() as u32)
+        .flat_map(|p| (base + p).to_ne_bytes())
+        .collect();
+    let map = aya::maps::MapData::from_pin(maps.dir.join(firewall_common::maps::RULE_PORTS))?;
+    if crate::batch::update(&map, &keys, ports, ports.len()).is_ok() {
+        return Ok(());
+    }
+    for (p, b) in ports.iter().enumerate() {
+        maps.rule_ports.set(base + p as u32, *b, 0)?;
+    }
+    Ok(())
 }
 
 type Entries<E> = Vec<(IpNet, E)>;
 
-/// Flags that follow from the tries' content.
+/// Flags that follow from the lists' content.
 fn content_flags(
     allow: &Entries<ListEntry>,
     block: &Entries<ListEntry>,
@@ -91,60 +135,87 @@ fn content_flags(
     ipv4_prefix: u8,
     ipv6_prefix: u8,
 ) -> u32 {
+    let fam = |n: &IpNet, f4: u32, f6: u32| if matches!(n, IpNet::V4(_)) { f4 } else { f6 };
     let mut f = 0;
-    let mut mark = |nets: &mut dyn Iterator<Item = &IpNet>, f4: u32, f6: u32| {
-        for n in nets {
-            f |= if matches!(n, IpNet::V4(_)) { f4 } else { f6 };
-        }
-    };
-    mark(
-        &mut allow.iter().map(|(n, _)| n),
-        flags::ALLOW_V4,
-        flags::ALLOW_V6,
-    );
-    mark(
-        &mut block.iter().map(|(n, _)| n),
-        flags::BLOCK_V4,
-        flags::BLOCK_V6,
-    );
-    mark(
-        &mut limits.iter().map(|(n, _)| n),
-        flags::LIMIT_V4,
-        flags::LIMIT_V6,
-    );
+    for (n, _) in allow {
+        f |= if is_host(n) {
+            fam(n, flags::ALLOW_HOST_V4, flags::ALLOW_HOST_V6)
+        } else {
+            fam(n, flags::ALLOW_V4, flags::ALLOW_V6)
+        };
+    }
+    for (n, _) in block {
+        f |= if is_host(n) {
+            fam(n, flags::BLOCK_HOST_V4, flags::BLOCK_HOST_V6)
+        } else {
+            fam(n, flags::BLOCK_V4, flags::BLOCK_V6)
+        };
+    }
+    for (n, _) in limits {
+        f |= fam(n, flags::LIMIT_V4, flags::LIMIT_V6);
+    }
     for (n, _) in allow.iter().chain(block.iter()) {
         f |= no_cache_flag(n, ipv4_prefix, ipv6_prefix);
+    }
+    let allow_prefixes: Vec<&IpNet> = allow.iter().map(|(n, _)| n).filter(|n| !is_host(n)).collect();
+    for (n, _) in block.iter().filter(|(n, _)| is_host(n)) {
+        if allow_prefixes.iter().any(|a| a.contains(n)) {
+            f |= fam(n, flags::ALLOW_OVER_BLOCK_V4, flags::ALLOW_OVER_BLOCK_V6);
+        }
     }
     f
 }
 
 /// The flag that turns off per-prefix caching of list decisions when `net`
-/// is narrower than the aggregation prefix of its family.
+/// is narrower than the aggregation prefix of its family. Exact hosts are
+/// looked up before the cache, so they never need it.
 fn no_cache_flag(net: &IpNet, ipv4_prefix: u8, ipv6_prefix: u8) -> u32 {
     match net {
+        _ if is_host(net) => 0,
         IpNet::V4(n) if n.prefix_len() > ipv4_prefix => flags::NO_LIST_CACHE_V4,
         IpNet::V6(n) if n.prefix_len() > ipv6_prefix => flags::NO_LIST_CACHE_V6,
         _ => 0,
     }
 }
 
-/// Recompute the content flags from the active tries and publish them with
-/// a new generation (after run-time deletions and expiry).
-pub fn refresh_flags(maps: &mut Maps) -> Result<()> {
+/// Flags that follow from list content (see `content_flags`).
+const CONTENT: u32 = flags::ALLOW_V4
+    | flags::ALLOW_V6
+    | flags::BLOCK_V4
+    | flags::BLOCK_V6
+    | flags::LIMIT_V4
+    | flags::LIMIT_V6
+    | flags::NO_LIST_CACHE_V4
+    | flags::NO_LIST_CACHE_V6
+    | flags::ALLOW_HOST_V4
+    | flags::ALLOW_HOST_V6
+    | flags::BLOCK_HOST_V4
+    | flags::BLOCK_HOST_V6
+    | flags::ALLOW_OVER_BLOCK_V4
+    | flags::ALLOW_OVER_BLOCK_V6;
+
+/// Whether a change to these entries can change a cached classification:
+/// prefixes are cached per source, exact hosts are looked up before the
+/// cache and need no new generation.
+pub fn touches_cache(nets: &[IpNet]) -> bool {
+    nets.iter().any(|n| !is_host(n))
+}
+
+/// Recompute the content flags from the active maps and publish them, with
+/// a new generation when `bump` (cached classifications may have changed:
+/// see `touches_cache`), after run-time deletions and expiry.
+pub fn refresh_flags(maps: &mut Maps, bump: bool) -> Result<()> {
     let allow = maps.list_all(List::Allow)?;
     let block = maps.list_all(List::Block)?;
     let limits = maps.limit_all()?;
     let cfg = maps.config()?;
     let f = content_flags(&allow, &block, &limits, cfg.ipv4_prefix, cfg.ipv6_prefix);
-    const CONTENT: u32 = flags::ALLOW_V4
-        | flags::ALLOW_V6
-        | flags::BLOCK_V4
-        | flags::BLOCK_V6
-        | flags::LIMIT_V4
-        | flags::LIMIT_V6
-        | flags::NO_LIST_CACHE_V4
-        | flags::NO_LIST_CACHE_V6;
-    maps.bump(|c| c.flags = (c.flags & !CONTENT) | f)?;
+    let set = |c: &mut firewall_common::Config| c.flags = (c.flags & !CONTENT) | f;
+    if bump {
+        maps.bump(set)?;
+    } else {
+        maps.touch(set)?;
+    }
     Ok(())
 }
 
@@ -267,24 +338,62 @@ fn write_rules(maps: &mut Maps, set: usize, policy: &Policy) -> Result<()> {
 }
 
 /// After adding entries to `list`: set the flags they need without
-/// scanning the tries (adds never clear a flag), then bump the generation.
-/// `expires_ns` (0 = never) moves the controller's next expiry scan earlier.
+/// scanning the lists (adds never clear a flag; an allow prefix or blocked
+/// host that could overlap sets the allow-over-block flag), and bump the
+/// generation only when prefixes changed. `expires_ns` (0 = never) moves
+/// the controller's next expiry scan earlier.
 pub fn note_added(maps: &mut Maps, list: List, nets: &[IpNet], expires_ns: u64) -> Result<()> {
     let cfg = maps.config()?;
-    let (f4, f6) = match list {
-        List::Allow => (flags::ALLOW_V4, flags::ALLOW_V6),
-        List::Block => (flags::BLOCK_V4, flags::BLOCK_V6),
-    };
+    let fam = |n: &IpNet, f4: u32, f6: u32| if matches!(n, IpNet::V4(_)) { f4 } else { f6 };
     let mut f = cfg.flags;
     for net in nets {
-        f |= if matches!(net, IpNet::V4(_)) { f4 } else { f6 };
+        f |= match (list, is_host(net)) {
+            (List::Allow, false) => fam(net, flags::ALLOW_V4, flags::ALLOW_V6),
+            (List::Block, false) => fam(net, flags::BLOCK_V4, flags::BLOCK_V6),
+            (List::Allow, true) => fam(net, flags::ALLOW_HOST_V4, flags::ALLOW_HOST_V6),
+            (List::Block, true) => fam(net, flags::BLOCK_HOST_V4, flags::BLOCK_HOST_V6),
+        };
         f |= no_cache_flag(net, cfg.ipv4_prefix, cfg.ipv6_prefix);
     }
-    maps.bump(|c| {
+    // Allow wins over block: when an allowed prefix may cover a blocked
+    // host, the program must ask the allow trie on host-hash block hits.
+    let overlap = match list {
+        List::Allow => {
+            let new_prefixes: Vec<&IpNet> = nets.iter().filter(|n| !is_host(n)).collect();
+            !new_prefixes.is_empty()
+                && maps
+                    .list_all(List::Block)?
+                    .iter()
+                    .filter(|(n, _)| is_host(n))
+                    .any(|(n, _)| new_prefixes.iter().any(|p| p.contains(n)))
+        }
+        List::Block => {
+            let hosts: Vec<&IpNet> = nets.iter().filter(|n| is_host(n)).collect();
+            let fams = cfg.flags & (flags::ALLOW_V4 | flags::ALLOW_V6) != 0;
+            fams && !hosts.is_empty() && {
+                let allow: Vec<IpNet> = maps
+                    .list_all(List::Allow)?
+                    .into_iter()
+                    .map(|(n, _)| n)
+                    .filter(|n| !is_host(n))
+                    .collect();
+                hosts.iter().any(|h| allow.iter().any(|a| a.contains(*h)))
+            }
+        }
+    };
+    if overlap {
+        f |= flags::ALLOW_OVER_BLOCK_V4 | flags::ALLOW_OVER_BLOCK_V6;
+    }
+    let update = |c: &mut firewall_common::Config| {
         c.flags = f;
         if expires_ns != 0 && (c.next_expiry_ns == 0 || expires_ns < c.next_expiry_ns) {
             c.next_expiry_ns = expires_ns;
         }
-    })?;
+    };
+    if touches_cache(nets) {
+        maps.bump(update)?;
+    } else {
+        maps.touch(update)?;
+    }
     Ok(())
 }

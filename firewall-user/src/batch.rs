@@ -85,3 +85,41 @@ pub fn lookup(
         Err(e) => Err(e),
     }
 }
+
+/// Count a hash map's entries, walking it in batches of `chunk` (one
+/// syscall per batch instead of one per key). `key_size` and `value_size`
+/// are the map's (per-CPU maps are not supported here).
+pub fn count(map: &MapData, key_size: usize, value_size: usize) -> std::io::Result<usize> {
+    const CHUNK: usize = 8192;
+    let mut keys = vec![0u8; key_size * CHUNK];
+    let mut values = vec![0u8; value_size.div_ceil(8) * 8 * CHUNK];
+    let (mut in_batch, mut out_batch) = (0u64, 0u64);
+    let mut total = 0;
+    let mut first = true;
+    loop {
+        let mut attr = BatchAttr {
+            // The first call starts at the beginning (no in_batch token).
+            in_batch: if first {
+                0
+            } else {
+                &mut in_batch as *mut u64 as u64
+            },
+            out_batch: &mut out_batch as *mut u64 as u64,
+            keys: keys.as_mut_ptr() as u64,
+            values: values.as_mut_ptr() as u64,
+            count: CHUNK as u32,
+            map_fd: map.fd().as_fd().as_raw_fd() as u32,
+            ..Default::default()
+        };
+        match batch(BPF_MAP_LOOKUP_BATCH, &mut attr) {
+            Ok(()) => total += attr.count as usize,
+            // ENOENT: the end of the map; `count` says what this call read.
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                return Ok(total + attr.count as usize)
+            }
+            Err(e) => return Err(e),
+        }
+        in_batch = out_batch;
+        first = false;
+    }
+}

@@ -17,4 +17,5 @@ pub mod policy;
 pub mod rawmap;
 pub mod state;
 pub mod text;
+pub mod tick;
 pub mod tui;

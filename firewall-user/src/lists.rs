@@ -1,7 +1,9 @@
-//! Allow/block list and limit-class entries over the pinned LPM tries,
-//! with both address families behind one `IpNet` interface. Reads use the
-//! active set; run-time writes go to both sets (see `Maps`); `*_in` take an
-//! explicit set for a reload's staging.
+//! Allow/block list and limit-class entries over the pinned maps, with both
+//! address families behind one `IpNet` interface. List entries for exact
+//! hosts (/32, /128) live in hashes keyed by the address, prefixes in LPM
+//! tries; callers never see the difference. Reads use the active set;
+//! run-time writes go to both sets (see `Maps`); `*_in` take an explicit set
+//! for a reload's staging.
 
 use anyhow::Result;
 use aya::maps::MapError;
@@ -86,14 +88,37 @@ macro_rules! by_family {
     }};
 }
 
+/// Whether `net` is one address: such entries go to the host hashes.
+pub fn is_host(net: &IpNet) -> bool {
+    net.prefix_len() == net.max_prefix_len()
+}
+
+/// The maps of one list, set and address family, picked for an entry.
+macro_rules! pick {
+    ($self:expr, $set:expr, $list:expr, $net:expr, $($mut:ident)?,
+     trie |$t:ident, $tk:ident| $trie:expr, host |$h:ident, $hk:ident| $host:expr) => {{
+        let s = $set;
+        let p = $net.prefix_len();
+        let host = is_host($net);
+        match ($list, $net) {
+            (List::Allow, IpNet::V4(n)) if host => { let $h = &$($mut)? $self.allow_host_v4[s]; let $hk = n.addr().octets(); $host }
+            (List::Block, IpNet::V4(n)) if host => { let $h = &$($mut)? $self.block_host_v4[s]; let $hk = n.addr().octets(); $host }
+            (List::Allow, IpNet::V6(n)) if host => { let $h = &$($mut)? $self.allow_host_v6[s]; let $hk = n.addr().octets(); $host }
+            (List::Block, IpNet::V6(n)) if host => { let $h = &$($mut)? $self.block_host_v6[s]; let $hk = n.addr().octets(); $host }
+            (List::Allow, IpNet::V4(_)) => { let $t = &$($mut)? $self.allow_v4[s]; let $tk = key_v4(p, v4_bytes($net).expect("v4")); $trie }
+            (List::Block, IpNet::V4(_)) => { let $t = &$($mut)? $self.block_v4[s]; let $tk = key_v4(p, v4_bytes($net).expect("v4")); $trie }
+            (List::Allow, IpNet::V6(_)) => { let $t = &$($mut)? $self.allow_v6[s]; let $tk = key_v6(p, v6_bytes($net).expect("v6")); $trie }
+            (List::Block, IpNet::V6(_)) => { let $t = &$($mut)? $self.block_v6[s]; let $tk = key_v6(p, v6_bytes($net).expect("v6")); $trie }
+        }
+    }};
+}
+
 impl Maps {
     /// The entry for exactly `net` (not a covering prefix) in set `set`.
     pub fn list_get_in(&self, set: usize, list: List, net: &IpNet) -> Result<Option<ListEntry>> {
-        let (v4, v6) = match list {
-            List::Allow => (&self.allow_v4[set], &self.allow_v6[set]),
-            List::Block => (&self.block_v4[set], &self.block_v6[set]),
-        };
-        let e = by_family!(net, v4, v6, |t, k| found(t.get(&k, 0))?);
+        let e = pick!(self, set, list, net, ,
+            trie |t, k| found(t.get(&k, 0))?,
+            host |h, k| found(h.get(&k, 0))?);
         Ok(e.filter(|e| e.prefix_len == net.prefix_len()))
     }
 
@@ -109,11 +134,9 @@ impl Maps {
         mut entry: ListEntry,
     ) -> Result<()> {
         entry.prefix_len = net.prefix_len();
-        let (v4, v6) = match list {
-            List::Allow => (&mut self.allow_v4[set], &mut self.allow_v6[set]),
-            List::Block => (&mut self.block_v4[set], &mut self.block_v6[set]),
-        };
-        by_family!(net, v4, v6, |t, k| t.insert(&k, entry, 0)?);
+        pick!(self, set, list, net, mut,
+            trie |t, k| t.insert(&k, entry, 0)?,
+            host |h, k| h.insert(k, entry, 0)?);
         Ok(())
     }
 
@@ -126,11 +149,9 @@ impl Maps {
     }
 
     pub fn list_del_in(&mut self, set: usize, list: List, net: &IpNet) -> Result<bool> {
-        let (v4, v6) = match list {
-            List::Allow => (&mut self.allow_v4[set], &mut self.allow_v6[set]),
-            List::Block => (&mut self.block_v4[set], &mut self.block_v6[set]),
-        };
-        by_family!(net, v4, v6, |t, k| removed(t.remove(&k)))
+        pick!(self, set, list, net, mut,
+            trie |t, k| removed(t.remove(&k)),
+            host |h, k| removed(h.remove(&k)))
     }
 
     /// Remove exactly `net` from both sets; false if it was not there.
@@ -140,11 +161,21 @@ impl Maps {
         Ok(a || b)
     }
 
-    /// Every entry of a list in set `set`, both families.
+    /// Every entry of a list in set `set`, both families, hosts and prefixes.
     pub fn list_all_in(&self, set: usize, list: List) -> Result<Vec<(IpNet, ListEntry)>> {
-        let (v4, v6) = match list {
-            List::Allow => (&self.allow_v4[set], &self.allow_v6[set]),
-            List::Block => (&self.block_v4[set], &self.block_v6[set]),
+        let (v4, v6, h4, h6) = match list {
+            List::Allow => (
+                &self.allow_v4[set],
+                &self.allow_v6[set],
+                &self.allow_host_v4[set],
+                &self.allow_host_v6[set],
+            ),
+            List::Block => (
+                &self.block_v4[set],
+                &self.block_v6[set],
+                &self.block_host_v4[set],
+                &self.block_host_v6[set],
+            ),
         };
         let mut out = Vec::new();
         for item in v4.iter() {
@@ -154,6 +185,14 @@ impl Maps {
         for item in v6.iter() {
             let (k, v) = item?;
             out.push((IpNet::new(k.data().into(), k.prefix_len() as u8)?, v));
+        }
+        for item in h4.iter() {
+            let (k, v) = item?;
+            out.push((IpNet::new(k.into(), 32)?, v));
+        }
+        for item in h6.iter() {
+            let (k, v) = item?;
+            out.push((IpNet::new(k.into(), 128)?, v));
         }
         Ok(out)
     }
@@ -172,44 +211,57 @@ impl Maps {
         mut progress: impl FnMut(usize),
     ) -> Result<()> {
         use firewall_common::maps as names;
-        let (n4, n6) = match list {
-            List::Allow => (names::ALLOW_V4, names::ALLOW_V6),
-            List::Block => (names::BLOCK_V4, names::BLOCK_V6),
+        // Target maps, per set: v4 trie, v6 trie, v4 hosts, v6 hosts.
+        let targets = |set: usize| match list {
+            List::Allow => [
+                names::ALLOW_V4[set],
+                names::ALLOW_V6[set],
+                names::ALLOW_HOST_V4[set],
+                names::ALLOW_HOST_V6[set],
+            ],
+            List::Block => [
+                names::BLOCK_V4[set],
+                names::BLOCK_V6[set],
+                names::BLOCK_HOST_V4[set],
+                names::BLOCK_HOST_V6[set],
+            ],
+        };
+        let target_of = |net: &IpNet| match (net, is_host(net)) {
+            (IpNet::V4(_), false) => 0,
+            (IpNet::V6(_), false) => 1,
+            (IpNet::V4(_), true) => 2,
+            (IpNet::V6(_), true) => 3,
         };
         let mut done = 0;
         for part in entries.chunks(chunk.max(1)) {
-            // Keys as the kernel packs them: prefix length, then address.
-            let (mut k4, mut v4, mut k6, mut v6) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-            let (mut c4, mut c6) = (0, 0);
+            let mut keys: [Vec<u8>; 4] = Default::default();
+            let mut vals: [Vec<u8>; 4] = Default::default();
+            let mut counts = [0usize; 4];
             for (net, e) in part {
                 let mut e = *e;
                 e.prefix_len = net.prefix_len();
-                let val = pod_bytes(&e);
-                let (keys, vals, count) = match net {
-                    IpNet::V4(_) => (&mut k4, &mut v4, &mut c4),
-                    IpNet::V6(_) => (&mut k6, &mut v6, &mut c6),
-                };
-                keys.extend_from_slice(&(net.prefix_len() as u32).to_ne_bytes());
-                match net {
-                    IpNet::V4(n) => keys.extend_from_slice(&n.addr().octets()),
-                    IpNet::V6(n) => keys.extend_from_slice(&n.addr().octets()),
+                let t = target_of(net);
+                // Keys as the kernel packs them: a trie key is the prefix
+                // length, then the address; a host key the address alone.
+                if t < 2 {
+                    keys[t].extend_from_slice(&(net.prefix_len() as u32).to_ne_bytes());
                 }
-                vals.extend_from_slice(val);
-                *count += 1;
+                match net {
+                    IpNet::V4(n) => keys[t].extend_from_slice(&n.addr().octets()),
+                    IpNet::V6(n) => keys[t].extend_from_slice(&n.addr().octets()),
+                }
+                vals[t].extend_from_slice(pod_bytes(&e));
+                counts[t] += 1;
             }
             for set in [0, 1] {
-                for (name, keys, vals, count) in [(n4[set], &k4, &v4, c4), (n6[set], &k6, &v6, c6)]
-                {
-                    if count == 0 {
+                for (t, name) in targets(set).into_iter().enumerate() {
+                    if counts[t] == 0 {
                         continue;
                     }
                     let map = aya::maps::MapData::from_pin(self.dir.join(name))?;
-                    if crate::batch::update(&map, keys, vals, count).is_err() {
-                        // No batch support for tries on this kernel: one by one.
-                        for (net, e) in part
-                            .iter()
-                            .filter(|(n, _)| matches!(n, IpNet::V4(_)) == (name == n4[set]))
-                        {
+                    if crate::batch::update(&map, &keys[t], &vals[t], counts[t]).is_err() {
+                        // No batch support for this map type here: one by one.
+                        for (net, e) in part.iter().filter(|(n, _)| target_of(n) == t) {
                             self.list_put_in(set, list, net, *e)?;
                         }
                     }
@@ -219,6 +271,54 @@ impl Maps {
             progress(done);
         }
         Ok(())
+    }
+
+    /// Exact hosts that an older layout kept in the tries move to the host
+    /// hashes, where lookups and the CLI look for them.
+    pub fn move_hosts_out_of_tries(&mut self) -> Result<usize> {
+        let mut moved = 0;
+        for set in [0, 1] {
+            for list in [List::Allow, List::Block] {
+                let (v4, v6) = match list {
+                    List::Allow => (&self.allow_v4[set], &self.allow_v6[set]),
+                    List::Block => (&self.block_v4[set], &self.block_v6[set]),
+                };
+                let mut hosts = Vec::new();
+                for item in v4.iter() {
+                    let (k, v) = item?;
+                    if k.prefix_len() == 32 {
+                        hosts.push((IpNet::new(k.data().into(), 32)?, v));
+                    }
+                }
+                for item in v6.iter() {
+                    let (k, v) = item?;
+                    if k.prefix_len() == 128 {
+                        hosts.push((IpNet::new(k.data().into(), 128)?, v));
+                    }
+                }
+                for (net, e) in hosts {
+                    match net {
+                        IpNet::V4(_) => {
+                            let t = match list {
+                                List::Allow => &mut self.allow_v4[set],
+                                List::Block => &mut self.block_v4[set],
+                            };
+                            t.remove(&key_v4(32, v4_bytes(&net).expect("v4")))?;
+                        }
+                        IpNet::V6(_) => {
+                            let t = match list {
+                                List::Allow => &mut self.allow_v6[set],
+                                List::Block => &mut self.block_v6[set],
+                            };
+                            t.remove(&key_v6(128, v6_bytes(&net).expect("v6")))?;
+                        }
+                    }
+                    self.list_put_in(set, list, &net, e)?;
+                    moved += 1;
+                }
+            }
+        }
+        Ok(moved)
     }
 
     /// Entries migrated from a layout without `prefix_len` get it from their

@@ -124,20 +124,40 @@ fn is_bpffs(p: &Path) -> bool {
         .unwrap_or(false)
 }
 
-/// Load the object, reusing (adopting) maps already pinned in `pin_dir`;
-/// pinned maps of another layout are migrated (see `migrate`).
-pub fn load(pin_dir: &Path) -> Result<(Ebpf, crate::migrate::Report)> {
-    let pending = crate::migrate::prepare(pin_dir, object())?;
-    let mut ebpf = EbpfLoader::new()
-        .default_map_pin_directory(pin_dir)
-        .load(object())
-        .with_context(|| {
-            format!(
-                "loading the data plane (maps pinned in {} from an incompatible version are \
-                 removed by `firewall detach`)",
-                pin_dir.display()
-            )
-        })?;
+/// The capacities `[table]` gives each sized map.
+pub fn table_sizes(table: &crate::policy::Table) -> Vec<(&'static str, u32)> {
+    std::iter::once((names::SOURCES, table.max_sources))
+        .chain(names::LIST_MAPS.iter().map(|n| (*n, table.max_list_entries)))
+        .collect()
+}
+
+/// What `load` found out besides the loaded object.
+pub struct Loaded {
+    pub ebpf: Ebpf,
+    pub migration: crate::migrate::Report,
+    /// The clock the program should read: the caller writes it into the
+    /// config (`Tick::set`) under the write lock.
+    pub tick: crate::tick::Tick,
+}
+
+/// Load the object with the tables sized by `table`, reusing (adopting)
+/// maps already pinned in `pin_dir`; pinned maps of another layout or size
+/// are migrated (see `migrate`).
+pub fn load(pin_dir: &Path, table: &crate::policy::Table) -> Result<Loaded> {
+    let sizes = table_sizes(table);
+    let pending = crate::migrate::prepare(pin_dir, object(), &sizes)?;
+    let mut loader = EbpfLoader::new();
+    loader.default_map_pin_directory(pin_dir);
+    for (name, size) in &sizes {
+        loader.map_max_entries(name, *size);
+    }
+    let mut ebpf = loader.load(object()).with_context(|| {
+        format!(
+            "loading the data plane (maps pinned in {} from an incompatible version are \
+             removed by `firewall detach`)",
+            pin_dir.display()
+        )
+    })?;
     for (name, kind) in [(names::PROG_XDP, "xdp"), (names::PROG_TC, "tc")] {
         let prog = ebpf
             .program_mut(name)
@@ -148,8 +168,13 @@ pub fn load(pin_dir: &Path) -> Result<(Ebpf, crate::migrate::Report)> {
         };
         r.with_context(|| format!("the kernel verifier rejected {name}"))?;
     }
-    let report = crate::migrate::finish(pin_dir, pending);
-    Ok((ebpf, report))
+    let migration = crate::migrate::finish(pin_dir, pending);
+    let tick = crate::tick::probe(&mut ebpf);
+    Ok(Loaded {
+        ebpf,
+        migration,
+        tick,
+    })
 }
 
 /// What `attach` did, for the event log.

@@ -13,9 +13,12 @@ use firewall_common::{
     AddrV4, AddrV6, Config, Counter, LimitEntry, ListEntry, Rule, SourceKey, SourceState,
 };
 
-/// The allow or block list of one address family.
+/// The allow or block list of one address family: prefixes in a trie...
 pub type V4List = LpmTrie<MapData, AddrV4, ListEntry>;
 pub type V6List = LpmTrie<MapData, AddrV6, ListEntry>;
+/// ... and exact hosts (/32, /128) in a hash keyed by the address.
+pub type V4Hosts = HashMap<MapData, AddrV4, ListEntry>;
+pub type V6Hosts = HashMap<MapData, AddrV6, ListEntry>;
 
 /// Every map of the data plane, opened from the pin directory.
 ///
@@ -37,9 +40,14 @@ pub struct Maps {
     pub allow_v6: [V6List; 2],
     pub block_v4: [V4List; 2],
     pub block_v6: [V6List; 2],
+    pub allow_host_v4: [V4Hosts; 2],
+    pub allow_host_v6: [V6Hosts; 2],
+    pub block_host_v4: [V4Hosts; 2],
+    pub block_host_v6: [V6Hosts; 2],
     pub limit_v4: [LpmTrie<MapData, AddrV4, LimitEntry>; 2],
     pub limit_v6: [LpmTrie<MapData, AddrV6, LimitEntry>; 2],
     pub rules: Array<MapData, Rule>,
+    pub rule_ports: Array<MapData, u8>,
 }
 
 fn open(dir: &Path, name: &str) -> Result<Map> {
@@ -95,7 +103,24 @@ impl Maps {
                 typed!(dir, names::LIMIT_V6[0]),
                 typed!(dir, names::LIMIT_V6[1]),
             ],
+            allow_host_v4: [
+                typed!(dir, names::ALLOW_HOST_V4[0]),
+                typed!(dir, names::ALLOW_HOST_V4[1]),
+            ],
+            allow_host_v6: [
+                typed!(dir, names::ALLOW_HOST_V6[0]),
+                typed!(dir, names::ALLOW_HOST_V6[1]),
+            ],
+            block_host_v4: [
+                typed!(dir, names::BLOCK_HOST_V4[0]),
+                typed!(dir, names::BLOCK_HOST_V4[1]),
+            ],
+            block_host_v6: [
+                typed!(dir, names::BLOCK_HOST_V6[0]),
+                typed!(dir, names::BLOCK_HOST_V6[1]),
+            ],
             rules: typed!(dir, names::RULES),
+            rule_ports: typed!(dir, names::RULE_PORTS),
         })
     }
 
@@ -114,21 +139,43 @@ impl Maps {
     /// the active slot's rules copied along, then made active. The caller
     /// holds `write_lock`; both sets of tries hold the same entries.
     pub fn bump(&mut self, f: impl FnOnce(&mut Config)) -> Result<Config> {
-        let active = self.active_set()?;
-        for i in 0..MAX_RULES {
-            let r = self.rules.get(&(active as u32 * MAX_RULES + i), 0)?;
-            self.rules.set((1 - active as u32) * MAX_RULES + i, r, 0)?;
-        }
+        self.copy_rules_to_inactive()?;
         self.publish(f)
     }
 
-    /// Write the config to the inactive slot and flip `active` to it.
+    /// Like `bump`, for changes that no cached classification depends on
+    /// (exact-host flags, the controller's expiry hint): tracked sources
+    /// keep their cached class.
+    pub fn touch(&mut self, f: impl FnOnce(&mut Config)) -> Result<Config> {
+        self.copy_rules_to_inactive()?;
+        self.write_config(f, false)
+    }
+
+    /// The rules of the active set, copied to the other. (Their port
+    /// prefilter is written to both sets by every apply, see `apply`.)
+    fn copy_rules_to_inactive(&mut self) -> Result<()> {
+        let active = self.active_set()? as u32;
+        for i in 0..MAX_RULES {
+            let r = self.rules.get(&(active * MAX_RULES + i), 0)?;
+            self.rules.set((1 - active) * MAX_RULES + i, r, 0)?;
+        }
+        Ok(())
+    }
+
+    /// Write the config to the inactive slot with a new generation and
+    /// flip `active` to it.
     pub fn publish(&mut self, f: impl FnOnce(&mut Config)) -> Result<Config> {
+        self.write_config(f, true)
+    }
+
+    fn write_config(&mut self, f: impl FnOnce(&mut Config), bump: bool) -> Result<Config> {
         let active = self.active_set()?;
         let next = 1 - active;
         let mut cfg = self.config()?;
         f(&mut cfg);
-        cfg.generation = cfg.generation.wrapping_add(1);
+        if bump {
+            cfg.generation = cfg.generation.wrapping_add(1);
+        }
         cfg.set = next as u8;
         self.config.set(next as u32, cfg, 0)?;
         self.active.set(0, next as u32, 0)?;
@@ -188,6 +235,26 @@ impl Maps {
                 Ok(per_cpu.iter().fold(Counter::default(), add))
             })
             .collect()
+    }
+
+    /// Source prefixes in the per-source table: a batched walk (about as
+    /// long as a memory copy of the table), falling back to key by key.
+    pub fn count_sources(&self) -> Result<usize> {
+        let data = MapData::from_pin(self.dir.join(names::SOURCES))?;
+        match crate::batch::count(
+            &data,
+            std::mem::size_of::<SourceKey>(),
+            std::mem::size_of::<SourceState>(),
+        ) {
+            Ok(n) => Ok(n),
+            Err(_) => Ok(self.sources.keys().filter(|k| k.is_ok()).count()),
+        }
+    }
+
+    /// Capacity of the per-source table, as loaded (`[table] max_sources`).
+    pub fn sources_capacity(&self) -> Result<u32> {
+        let data = MapData::from_pin(self.dir.join(names::SOURCES))?;
+        Ok(data.info()?.max_entries())
     }
 
     pub fn stat(&self, s: firewall_common::Stat) -> Result<u64> {

@@ -38,8 +38,9 @@ impl Report {
     }
 }
 
-/// Set aside the pinned maps the object defines differently.
-pub fn prepare(pin_dir: &Path, object: &[u8]) -> Result<Vec<Pending>> {
+/// Set aside the pinned maps the object defines differently; `sizes`
+/// overrides the object's capacities (the policy's `[table]`).
+pub fn prepare(pin_dir: &Path, object: &[u8], sizes: &[(&str, u32)]) -> Result<Vec<Pending>> {
     let obj = aya_obj::Object::parse(object).context("parsing the data-plane object")?;
     let mut pending = Vec::new();
     for name in names::ALL {
@@ -55,7 +56,11 @@ pub fn prepare(pin_dir: &Path, object: &[u8]) -> Result<Vec<Pending>> {
             map_type: def.map_type(),
             key_size: def.key_size(),
             value_size: def.value_size(),
-            max_entries: def.max_entries(),
+            max_entries: sizes
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, s)| *s)
+                .unwrap_or(def.max_entries()),
             flags: def.map_flags(),
         };
         let old = RawMap::open_pinned(&path).with_context(|| format!("opening pinned {name}"))?;

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use firewall_common::bucket::{Limit, LimitError, MAX_RATE};
-use firewall_common::maps::{LIMIT_CAPACITY, LIST_CAPACITY, MAX_RULES};
+use firewall_common::maps::{LIMIT_CAPACITY, LIST_CAPACITY, MAX_RULES, SOURCES_CAPACITY};
 use ipnet::IpNet;
 use toml_edit::{ImDocument, Item, Value};
 
@@ -47,7 +47,32 @@ pub struct Policy {
     pub rules: Vec<Rule>,
     pub flood: Flood,
     pub autoban: Option<Autoban>,
+    pub table: Table,
 }
+
+/// `[table]`: sizes of the kernel tables, applied when the data plane is
+/// loaded (a pinned data plane of another size is migrated).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Table {
+    pub max_sources: u32,
+    pub max_list_entries: u32,
+}
+
+impl Default for Table {
+    fn default() -> Self {
+        Table {
+            max_sources: SOURCES_CAPACITY,
+            max_list_entries: LIST_CAPACITY,
+        }
+    }
+}
+
+/// Bounds of `[table]`: below them a gateway forgets sources faster than a
+/// token bucket can mean anything; above them one table costs gigabytes.
+pub const TABLE_MIN_SOURCES: u32 = 1024;
+pub const TABLE_MAX_SOURCES: u32 = 1 << 24;
+pub const TABLE_MIN_LIST: u32 = 16;
+pub const TABLE_MAX_LIST: u32 = 1 << 24;
 
 impl Default for Policy {
     /// The policy in force when there is no file.
@@ -60,6 +85,7 @@ impl Default for Policy {
             rules: Vec::new(),
             flood: Flood::default(),
             autoban: None,
+            table: Table::default(),
         }
     }
 }
@@ -280,8 +306,9 @@ pub fn parse(text: &str) -> Checked {
 }
 
 const TOP_KEYS: &[&str] = &[
-    "allow", "block", "defaults", "limit", "rule", "flood", "autoban",
+    "allow", "block", "defaults", "limit", "rule", "flood", "autoban", "table",
 ];
+const TABLE_KEYS: &[&str] = &["max_sources", "max_list_entries"];
 const DEFAULTS_KEYS: &[&str] = &["rate", "burst", "ipv4_prefix", "ipv6_prefix", "mode"];
 const LIMIT_KEYS: &[&str] = &["cidr", "rate", "burst"];
 const RULE_KEYS: &[&str] = &["name", "protocol", "dst_port", "syn_only", "rate", "burst"];
@@ -483,6 +510,9 @@ impl<'t> Cx<'t> {
         }
         if let Some(e) = view.get("flood") {
             policy.flood = self.flood(e);
+        }
+        if let Some(e) = view.get("table") {
+            policy.table = self.table_sizes(e);
         }
         if let Some(e) = view.get("autoban") {
             policy.autoban = self.autoban(e);
@@ -814,6 +844,22 @@ impl<'t> Cx<'t> {
             None => burst.1,
         };
         let (r, b) = (r?, b?);
+        // The program refills buckets once a kernel tick: a bucket shallower
+        // than one tick's refill cuts a source below its rate.
+        let hz = crate::tick::kernel_hz();
+        if b < r.div_ceil(hz) {
+            let line = burst.0.or(rate.0).map(|e| e.line).unwrap_or(0);
+            self.warning(
+                line,
+                format!(
+                    "{ctx}burst {b} is smaller than one tick's refill ({r}/s at HZ={hz} is {} a tick): \
+                     sources get fewer than {r} packets a second; set {} to at least {}",
+                    r.div_ceil(hz),
+                    keys.1,
+                    r.div_ceil(hz)
+                ),
+            );
+        }
         match Limit::new(r, b) {
             Ok(_) => Some((r, b)),
             Err(err) => {
@@ -1163,6 +1209,25 @@ impl<'t> Cx<'t> {
             f.new_sources_burst = b;
         }
         f
+    }
+
+    fn table_sizes(&mut self, e: &Entry<'_>) -> Table {
+        let mut t = Table::default();
+        let Some(view) = self.table(e, "table", TABLE_KEYS) else {
+            return t;
+        };
+        let ctx = "[table] ";
+        if let Some(e) = view.get("max_sources") {
+            if let Some(n) = self.int(ctx, e, TABLE_MIN_SOURCES.into(), TABLE_MAX_SOURCES.into()) {
+                t.max_sources = n as u32;
+            }
+        }
+        if let Some(e) = view.get("max_list_entries") {
+            if let Some(n) = self.int(ctx, e, TABLE_MIN_LIST.into(), TABLE_MAX_LIST.into()) {
+                t.max_list_entries = n as u32;
+            }
+        }
+        t
     }
 
     fn duration(&mut self, e: &Entry<'_>) -> Option<Duration> {

@@ -49,8 +49,10 @@ impl Harness {
         pin_to_one_cpu();
         let pin_dir = PathBuf::from(format!("/sys/fs/bpf/fwfix-{}", crate::unique_id()));
         loader::ensure_bpffs(&pin_dir)?;
-        let (ebpf, _) = loader::load(&pin_dir)?;
+        let loaded = loader::load(&pin_dir, &policy.table)?;
+        let ebpf = loaded.ebpf;
         let mut maps = Maps::open(&pin_dir)?;
+        maps.touch(|c| loaded.tick.set(c))?;
         apply(&mut maps, policy).context("applying the fixture policy")?;
         Ok(Harness {
             pin_dir,

@@ -218,7 +218,7 @@ fn expired_blocks_stop_matching_at_once() {
     h.maps
         .list_put(List::Block, &net, entry(mono_ns() + 300_000_000))
         .unwrap();
-    firewall_user::apply::refresh_flags(&mut h.maps).unwrap();
+    firewall_user::apply::refresh_flags(&mut h.maps, true).unwrap();
     assert_eq!(h.run(Hook::Xdp, &f, 1).unwrap(), tests::harness::XDP_DROP);
     std::thread::sleep(Duration::from_millis(350));
     // The program checks the expiry itself: no controller involved.
@@ -234,23 +234,30 @@ fn entries_narrower_than_the_aggregation_prefix_are_exact() {
     if !tests::privileged("entries_narrower_than_the_aggregation_prefix_are_exact") {
         return;
     }
-    // Sources aggregate to /24, yet a /32 block must hit only its address.
+    // Sources aggregate to /24, yet a /32 and a /28 block must hit only
+    // their addresses.
     let mut h = harness(
-        "block = [\"198.51.100.66\"]\n[defaults]\nipv4_prefix = 24\nrate = 1000\nburst = 1000\n",
+        "block = [\"198.51.100.66\", \"198.51.100.128/28\"]\n[defaults]\nipv4_prefix = 24\nrate = 1000\nburst = 1000\n",
     );
-    // Only IPv4 gives up the per-prefix cache.
+    // The exact host sits in the host hash, looked up before the cache; the
+    // /28 makes IPv4 give up the per-prefix cache. IPv6 keeps it.
     let f = h.maps.config().unwrap().flags;
+    assert_ne!(f & firewall_common::flags::BLOCK_HOST_V4, 0);
     assert_ne!(f & firewall_common::flags::NO_LIST_CACHE_V4, 0);
     assert_eq!(f & firewall_common::flags::NO_LIST_CACHE_V6, 0);
     for _ in 0..3 {
-        assert_eq!(
-            h.run(Hook::Xdp, &udp_from([198, 51, 100, 65]), 1).unwrap(),
-            tests::harness::XDP_PASS
-        );
-        assert_eq!(
-            h.run(Hook::Xdp, &udp_from([198, 51, 100, 66]), 1).unwrap(),
-            tests::harness::XDP_DROP
-        );
+        for (last, action) in [
+            (65, tests::harness::XDP_PASS),
+            (66, tests::harness::XDP_DROP),
+            (130, tests::harness::XDP_DROP),
+            (150, tests::harness::XDP_PASS),
+        ] {
+            assert_eq!(
+                h.run(Hook::Xdp, &udp_from([198, 51, 100, last]), 1).unwrap(),
+                action,
+                "198.51.100.{last}"
+            );
+        }
     }
 }
 

@@ -723,6 +723,8 @@ pub struct Report {
     loads: Vec<String>,
     /// `fixtures: ...`, without the prefix.
     summary: Option<String>,
+    /// `clock: ...`: the clock the loader picked on this kernel.
+    clock: Option<String>,
     failures: Vec<String>,
     /// (program, log lines) of each rejected program.
     verifier_logs: Vec<(String, Vec<String>)>,
@@ -759,6 +761,10 @@ impl Report {
             }
         );
         eprintln!(
+            "        clock: {}",
+            self.clock.as_deref().unwrap_or("not reported")
+        );
+        eprintln!(
             "        fixtures: {}",
             self.summary.as_deref().unwrap_or("no summary")
         );
@@ -791,6 +797,8 @@ impl Report {
             self.loads.push(x.to_string());
         } else if let Some(x) = l.strip_prefix("fixtures: ") {
             self.summary = Some(x.to_string());
+        } else if let Some(x) = l.strip_prefix("clock: ") {
+            self.clock = Some(x.to_string());
         } else if l.starts_with("FAIL ") {
             self.failures.push(l.to_string());
         } else if let Some(x) = l.strip_prefix(EXIT_MARKER) {

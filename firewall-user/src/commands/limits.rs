@@ -46,7 +46,7 @@ pub fn set(maps: &mut Maps, cidr: Option<&str>, rate: u64, burst: u64) -> Result
                 ..Default::default()
             };
             maps.limit_put(&net, e)?;
-            refresh_flags(maps)?;
+            refresh_flags(maps, true)?;
         }
     }
     Ok(())
@@ -90,7 +90,7 @@ pub fn del(maps: &mut Maps, cidr: Option<&str>) -> Result<()> {
                     maps.limit_del(&net)?;
                 }
             }
-            refresh_flags(maps)?;
+            refresh_flags(maps, true)?;
         }
     }
     Ok(())

@@ -84,10 +84,10 @@ pub fn del(maps: &mut Maps, list: List, nets: &[IpNet]) -> Result<()> {
             Some(e) => found.push((*net, e)),
         }
     }
-    for (net, e) in found {
-        end_runtime_entry(maps, list, &net, &e)?;
+    for (net, e) in &found {
+        end_runtime_entry(maps, list, net, e)?;
     }
-    refresh_flags(maps)
+    refresh_flags(maps, crate::apply::touches_cache(nets))
 }
 
 /// Remove a run-time entry (deleted or expired): if the policy file lists

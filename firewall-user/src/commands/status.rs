@@ -1,7 +1,7 @@
 //! `firewall status`.
 
 use anyhow::Result;
-use firewall_common::{flags, maps::SOURCES_CAPACITY};
+use firewall_common::flags;
 use serde::Serialize;
 
 use crate::{lists::List, loader, maps::Maps, state};
@@ -25,6 +25,8 @@ pub struct Status {
     pub controller_running: bool,
     pub tracked_sources: usize,
     pub tracked_sources_capacity: u32,
+    /// The clock the program reads: "jiffies (HZ=N)" or "ktime".
+    pub clock: String,
     pub blocklist_entries: usize,
     pub allowlist_entries: usize,
     pub limit_classes: usize,
@@ -63,8 +65,9 @@ pub fn read(maps: &Maps) -> Result<Status> {
         generation: cfg.generation,
         controller_pid: daemon.as_ref().map(|d| d.pid),
         controller_running: daemon.as_ref().is_some_and(|d| state::alive(d.pid)),
-        tracked_sources: maps.sources.keys().filter(|k| k.is_ok()).count(),
-        tracked_sources_capacity: SOURCES_CAPACITY,
+        tracked_sources: maps.count_sources()?,
+        tracked_sources_capacity: maps.sources_capacity()?,
+        clock: crate::tick::Tick::of(&cfg).describe(),
         blocklist_entries: maps.list_all(List::Block)?.len(),
         allowlist_entries: maps.list_all(List::Allow)?.len(),
         limit_classes: maps.limit_all()?.len(),
@@ -104,9 +107,10 @@ pub fn run(maps: &Maps, json: bool) -> Result<()> {
         }
     );
     println!(
-        "sources:      {} / {}",
+        "sources:      {} / {} tracked",
         s.tracked_sources, s.tracked_sources_capacity
     );
+    println!("clock:        {}", s.clock);
     println!(
         "lists:        {} blocked, {} allowed, {} limit classes",
         s.blocklist_entries, s.allowlist_entries, s.limit_classes

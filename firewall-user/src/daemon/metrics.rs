@@ -10,7 +10,7 @@ use std::{
 };
 
 use anyhow::{Context, Result};
-use firewall_common::{maps::SOURCES_CAPACITY, Origin, Verdict};
+use firewall_common::{Origin, Verdict};
 use prometheus_client::{
     collector::Collector,
     encoding::{DescriptorEncoder, EncodeMetric},
@@ -30,6 +30,23 @@ pub struct DaemonCounters {
     pub reloads_ok: AtomicU64,
     pub reloads_error: AtomicU64,
     pub bans: AtomicU64,
+    /// Source prefixes in the per-source table, counted in the background
+    /// (`count_tracked`): a scrape never walks the table.
+    pub tracked_sources: AtomicU64,
+}
+
+/// Keep `DaemonCounters::tracked_sources` fresh: a batched walk of the
+/// table every few seconds, off the scrape path.
+pub fn count_tracked(pin_dir: PathBuf, daemon: Arc<DaemonCounters>) {
+    std::thread::Builder::new()
+        .name("count-sources".into())
+        .spawn(move || loop {
+            if let Ok(n) = Maps::open(&pin_dir).and_then(|m| m.count_sources()) {
+                daemon.tracked_sources.store(n as u64, Ordering::Relaxed);
+            }
+            std::thread::sleep(std::time::Duration::from_secs(2));
+        })
+        .expect("spawning the source counter");
 }
 
 #[derive(Debug)]
@@ -170,7 +187,7 @@ impl Collector for FirewallCollector {
                 &[(vec![], s.new_sources.events_lost)],
             )?;
         }
-        let tracked = maps.sources.keys().filter(|k| k.is_ok()).count() as i64;
+        let tracked = d.tracked_sources.load(Ordering::Relaxed) as i64;
         gauge(
             &mut enc,
             "firewall_tracked_sources",
@@ -181,7 +198,7 @@ impl Collector for FirewallCollector {
             &mut enc,
             "firewall_tracked_sources_capacity",
             "Capacity of the per-source table.",
-            &[(vec![], SOURCES_CAPACITY as i64)],
+            &[(vec![], maps.sources_capacity().unwrap_or(0) as i64)],
         )?;
         let mut by_origin = [0i64; Origin::ALL.len()];
         let now = crate::clock::mono_ns();

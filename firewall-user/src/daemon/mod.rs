@@ -105,19 +105,28 @@ pub async fn run(pin_dir: &Path, args: RunArgs) -> Result<()> {
         })?;
     let log = EventLog::new(args.log_file.as_deref())?;
     loader::ensure_bpffs(pin_dir)?;
-    let (mut ebpf, migration) = loader::load(pin_dir)?;
+    let loader::Loaded {
+        mut ebpf,
+        migration,
+        tick,
+    } = loader::load(pin_dir, &policy.table)?;
     let mut maps = Maps::open(pin_dir)?;
-    if !migration.is_empty() {
-        for line in &migration.not_migrated {
-            eprintln!("warning: not migrated: {line}");
-        }
-        maps.repair_prefix_lens()?;
-        log.emit("migrate", json!(migration));
-    }
     // The policy goes in before any new attachment, so no packet on a newly
     // attached interface meets an empty policy.
     {
         let _lock = maps.write_lock()?;
+        if !migration.is_empty() {
+            for line in &migration.not_migrated {
+                eprintln!("warning: not migrated: {line}");
+            }
+            maps.repair_prefix_lens()?;
+            log.emit("migrate", json!(migration));
+        }
+        let moved = maps.move_hosts_out_of_tries()?;
+        if moved > 0 {
+            log.emit("migrate", json!({"hosts_moved_to_hash": moved}));
+        }
+        maps.touch(|c| tick.set(c))?;
         apply(&mut maps, &policy).context("applying the policy")?;
     }
     for iface in &args.ifaces {
@@ -131,6 +140,11 @@ pub async fn run(pin_dir: &Path, args: RunArgs) -> Result<()> {
         );
     }
     let counters = Arc::new(DaemonCounters::default());
+    counters.tracked_sources.store(
+        maps.count_sources().unwrap_or(0) as u64,
+        Ordering::Relaxed,
+    );
+    metrics::count_tracked(pin_dir.to_path_buf(), counters.clone());
     counters.reloads_ok.fetch_add(1, Ordering::Relaxed);
     let registry = Arc::new(metrics::registry(pin_dir.to_path_buf(), counters.clone()));
     let server = tokio::spawn(metrics::serve(listener, registry));
@@ -155,6 +169,8 @@ pub async fn run(pin_dir: &Path, args: RunArgs) -> Result<()> {
             "config": args.config, "generation": cfg.generation,
             "enforcement": if policy.defaults.monitor { "monitor" } else { "enforce" },
             "metrics_addr": args.metrics_addr.to_string(),
+            "clock": tick.describe(),
+            "table": policy.table,
         }),
     );
     notify::ready(&args.ifaces, policy.defaults.monitor, cfg.generation);
@@ -323,7 +339,7 @@ impl Daemon {
         }
         let _lock = self.maps.write_lock()?;
         let mut earliest = 0u64;
-        let mut changed = false;
+        let mut changed = Vec::new();
         for list in [List::Block, List::Allow] {
             for (net, e) in self.maps.list_all(list)? {
                 if e.expires_ns == 0 {
@@ -336,7 +352,7 @@ impl Daemon {
                     continue;
                 }
                 commands::lists::end_runtime_entry(&mut self.maps, list, &net, &e)?;
-                changed = true;
+                changed.push(net);
                 let origin = Origin::from_u8(e.origin);
                 let name = if origin == Origin::Autoban {
                     "unban"
@@ -346,10 +362,11 @@ impl Daemon {
                 self.log.emit(name, json!({"list": list.name(), "prefix": net.to_string(), "origin": origin.name()}));
             }
         }
-        if changed {
-            refresh_flags(&mut self.maps)?;
+        if !changed.is_empty() {
+            refresh_flags(&mut self.maps, crate::apply::touches_cache(&changed))?;
         }
-        self.maps.bump(|c| c.next_expiry_ns = earliest)?;
+        // The hint is the controller's bookkeeping: no new generation.
+        self.maps.touch(|c| c.next_expiry_ns = earliest)?;
         Ok(())
     }
 

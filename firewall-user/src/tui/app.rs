@@ -9,7 +9,7 @@ use std::{
 };
 
 use anyhow::Result;
-use firewall_common::{flags, maps::SOURCES_CAPACITY, Verdict};
+use firewall_common::{flags, Verdict};
 use ipnet::IpNet;
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 
@@ -66,7 +66,7 @@ pub fn sample(maps: &Maps, n: usize, order: Order) -> Result<Snapshot> {
             .collect(),
         new_refused: s.new_sources.refused,
         tracked,
-        capacity: SOURCES_CAPACITY,
+        capacity: maps.sources_capacity()?,
         attached,
         monitor: cfg.flags & flags::MONITOR != 0,
         generation: cfg.generation,

@@ -35,15 +35,18 @@ impl Product {
             super::next_id()
         ));
         loader::ensure_bpffs(&pin_dir)?;
-        let ebpf = match loader::load(&pin_dir) {
-            Ok((e, _migrated)) => e,
+        let loaded = match loader::load(&pin_dir, &Default::default()) {
+            Ok(l) => l,
             Err(e) => {
                 let _ = loader::detach(&pin_dir, None);
                 let _ = std::fs::remove_dir_all(&pin_dir);
                 return Err(e);
             }
         };
-        let maps = Maps::open(&pin_dir)?;
+        let ebpf = loaded.ebpf;
+        let mut maps = Maps::open(&pin_dir)?;
+        // The clock the product gets in production (`firewall run`).
+        maps.touch(|c| loaded.tick.set(c))?;
         Ok(Product {
             pin_dir,
             ebpf,

@@ -10,6 +10,7 @@
 //!   rejection by the verifier log between `--- verifier log <prog> ---` and
 //!   `--- end verifier log ---`
 //! - one line a fixture: `ok   xdp: <name>` / `FAIL xdp: <name>: <why>`
+//! - `clock: jiffies (HZ=N)` / `clock: ktime`: the clock the loader chose
 //! - `fixtures: xdp N passed M failed; tc N passed M failed`
 //!
 //! Exits 0 only when both programs load and every fixture passes. Needs
@@ -92,6 +93,18 @@ fn probe_load(hook: Hook) -> Result<(), String> {
     r
 }
 
+/// The clock `firewall run` would pick on this kernel (see `tick`).
+fn probe_clock() -> String {
+    let pin_dir = PathBuf::from(format!("/sys/fs/bpf/fwclock-{}", std::process::id()));
+    let r = loader::ensure_bpffs(&pin_dir)
+        .and_then(|_| loader::load(&pin_dir, &Default::default()))
+        .map(|l| l.tick.describe())
+        .unwrap_or_else(|e| format!("unknown ({e:#})"));
+    let _ = loader::detach(&pin_dir, None);
+    let _ = std::fs::remove_dir_all(&pin_dir);
+    r
+}
+
 fn main() -> ExitCode {
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     println!("kernel: {}", release.trim());
@@ -106,6 +119,8 @@ fn main() -> ExitCode {
             }
         }
     }
+
+    println!("clock: {}", probe_clock());
 
     let mut summary = Vec::new();
     for hook in [Hook::Xdp, Hook::Tc] {
