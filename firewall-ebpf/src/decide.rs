@@ -439,9 +439,23 @@ fn exact_host(cfg: &Config, pkt: &Packet, rule: u32, clock: &mut Clock) -> Optio
     let s1 = cfg.set & 1 != 0;
     if cfg.flags & allow_flag != 0 {
         let e = if pkt.family == 4 {
-            host_v4(if s1 { &ALLOW_HOST_V4_1 } else { &ALLOW_HOST_V4_0 }, pkt)
+            host_v4(
+                if s1 {
+                    &ALLOW_HOST_V4_1
+                } else {
+                    &ALLOW_HOST_V4_0
+                },
+                pkt,
+            )
         } else {
-            host_v6(if s1 { &ALLOW_HOST_V6_1 } else { &ALLOW_HOST_V6_0 }, pkt)
+            host_v6(
+                if s1 {
+                    &ALLOW_HOST_V6_1
+                } else {
+                    &ALLOW_HOST_V6_0
+                },
+                pkt,
+            )
         };
         if entry_hit(e, clock).is_some() {
             return Some(Verdict::Allowed);
@@ -449,9 +463,23 @@ fn exact_host(cfg: &Config, pkt: &Packet, rule: u32, clock: &mut Clock) -> Optio
     }
     if cfg.flags & block_flag != 0 {
         let e = if pkt.family == 4 {
-            host_v4(if s1 { &BLOCK_HOST_V4_1 } else { &BLOCK_HOST_V4_0 }, pkt)
+            host_v4(
+                if s1 {
+                    &BLOCK_HOST_V4_1
+                } else {
+                    &BLOCK_HOST_V4_0
+                },
+                pkt,
+            )
         } else {
-            host_v6(if s1 { &BLOCK_HOST_V6_1 } else { &BLOCK_HOST_V6_0 }, pkt)
+            host_v6(
+                if s1 {
+                    &BLOCK_HOST_V6_1
+                } else {
+                    &BLOCK_HOST_V6_0
+                },
+                pkt,
+            )
         };
         if let Some(hit) = entry_hit(e, clock) {
             // The allowlist wins over the blocklist: only when an allowed
@@ -461,7 +489,14 @@ fn exact_host(cfg: &Config, pkt: &Packet, rule: u32, clock: &mut Clock) -> Optio
             }
             if hit.first {
                 let key = source_key(cfg, pkt, rule);
-                emit(cfg, &key, pkt, clock.get(), event::FIRST_DROP, Verdict::Blocked);
+                emit(
+                    cfg,
+                    &key,
+                    pkt,
+                    clock.get(),
+                    event::FIRST_DROP,
+                    Verdict::Blocked,
+                );
             }
             return Some(Verdict::Blocked);
         }
@@ -510,7 +545,14 @@ fn limit_or_list(cfg: &Config, pkt: &Packet, rule: u32, clock: &mut Clock) -> Ve
         if let Some(hit) = list_match(cfg, pkt, clock, false) {
             if hit.first {
                 let key = source_key(cfg, pkt, rule);
-                emit(cfg, &key, pkt, clock.get(), event::FIRST_DROP, Verdict::Blocked);
+                emit(
+                    cfg,
+                    &key,
+                    pkt,
+                    clock.get(),
+                    event::FIRST_DROP,
+                    Verdict::Blocked,
+                );
             }
             return Verdict::Blocked;
         }
@@ -531,7 +573,14 @@ fn limit_or_list(cfg: &Config, pkt: &Packet, rule: u32, clock: &mut Clock) -> Ve
             if c.class == class::BLOCKED && st.class != class::BLOCKED {
                 // Reported once, when the source becomes blocked: a blocked
                 // source's packets read no clock for a quiet period.
-                emit(cfg, &key, pkt, clock.get(), event::FIRST_DROP, Verdict::Blocked);
+                emit(
+                    cfg,
+                    &key,
+                    pkt,
+                    clock.get(),
+                    event::FIRST_DROP,
+                    Verdict::Blocked,
+                );
             }
             st.class = c.class;
             st.limit = c.limit;
@@ -561,7 +610,14 @@ fn limit_or_list(cfg: &Config, pkt: &Packet, rule: u32, clock: &mut Clock) -> Ve
     let c = classify(cfg, pkt, &key, rule, clock, cache_lists);
     if c.class == class::BLOCKED {
         if c.first_hit {
-            emit(cfg, &key, pkt, clock.get(), event::FIRST_DROP, Verdict::Blocked);
+            emit(
+                cfg,
+                &key,
+                pkt,
+                clock.get(),
+                event::FIRST_DROP,
+                Verdict::Blocked,
+            );
         }
         return Verdict::Blocked;
     }

@@ -157,7 +157,11 @@ fn content_flags(
     for (n, _) in allow.iter().chain(block.iter()) {
         f |= no_cache_flag(n, ipv4_prefix, ipv6_prefix);
     }
-    let allow_prefixes: Vec<&IpNet> = allow.iter().map(|(n, _)| n).filter(|n| !is_host(n)).collect();
+    let allow_prefixes: Vec<&IpNet> = allow
+        .iter()
+        .map(|(n, _)| n)
+        .filter(|n| !is_host(n))
+        .collect();
     for (n, _) in block.iter().filter(|(n, _)| is_host(n)) {
         if allow_prefixes.iter().any(|a| a.contains(n)) {
             f |= fam(n, flags::ALLOW_OVER_BLOCK_V4, flags::ALLOW_OVER_BLOCK_V6);

@@ -134,9 +134,17 @@ impl Maps {
         mut entry: ListEntry,
     ) -> Result<()> {
         entry.prefix_len = net.prefix_len();
-        pick!(self, set, list, net, mut,
-            trie |t, k| t.insert(&k, entry, 0)?,
-            host |h, k| h.insert(k, entry, 0)?);
+        pick!(
+            self,
+            set,
+            list,
+            net,
+            mut,
+            trie | t,
+            k | t.insert(&k, entry, 0)?,
+            host | h,
+            k | h.insert(k, entry, 0)?
+        );
         Ok(())
     }
 
@@ -149,9 +157,17 @@ impl Maps {
     }
 
     pub fn list_del_in(&mut self, set: usize, list: List, net: &IpNet) -> Result<bool> {
-        pick!(self, set, list, net, mut,
-            trie |t, k| removed(t.remove(&k)),
-            host |h, k| removed(h.remove(&k)))
+        pick!(
+            self,
+            set,
+            list,
+            net,
+            mut,
+            trie | t,
+            k | removed(t.remove(&k)),
+            host | h,
+            k | removed(h.remove(&k))
+        )
     }
 
     /// Remove exactly `net` from both sets; false if it was not there.

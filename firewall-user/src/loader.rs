@@ -127,7 +127,11 @@ fn is_bpffs(p: &Path) -> bool {
 /// The capacities `[table]` gives each sized map.
 pub fn table_sizes(table: &crate::policy::Table) -> Vec<(&'static str, u32)> {
     std::iter::once((names::SOURCES, table.max_sources))
-        .chain(names::LIST_MAPS.iter().map(|n| (*n, table.max_list_entries)))
+        .chain(
+            names::LIST_MAPS
+                .iter()
+                .map(|n| (*n, table.max_list_entries)),
+        )
         .collect()
 }
 

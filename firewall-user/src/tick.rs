@@ -23,7 +23,11 @@ use serde::Serialize;
 #[serde(tag = "clock", rename_all = "lowercase")]
 pub enum Tick {
     /// `bpf_jiffies64`, `hz` ticks a second.
-    Jiffies { hz: u32, tick_ns: u64, offset_ns: u64 },
+    Jiffies {
+        hz: u32,
+        tick_ns: u64,
+        offset_ns: u64,
+    },
     /// `bpf_ktime_get_ns`: no usable jiffies.
     Ktime,
 }
@@ -90,27 +94,42 @@ pub fn tick_ns(hz: u64) -> u64 {
     (1_000_000_000 + hz / 2) / hz
 }
 
-/// Derive the clock from two probe samples (jiffies, monotonic ns). The
-/// offset makes `jiffies * tick_ns - offset` trail CLOCK_MONOTONIC by at
-/// most one tick and never run ahead of it (an expiry never fires early).
-pub fn from_samples(a: (u64, u64), b: (u64, u64)) -> Option<Tick> {
-    let (dj, dns) = (b.0.checked_sub(a.0)?, b.1.checked_sub(a.1)?);
+/// The moment jiffies moved on, as seen by the probe: the new count and
+/// the monotonic times of the last sample before it and the first after.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Edge {
+    pub jiffies: u64,
+    pub before_ns: u64,
+    pub at_ns: u64,
+}
+
+/// Derive the clock from two edges some ticks apart. HZ comes from the
+/// edges' distance (exact to the probe's sampling step, so 250 and 256 are
+/// told apart); the offset makes `jiffies * tick_ns - offset` trail
+/// CLOCK_MONOTONIC by at most a tick and never run ahead of it (an expiry
+/// never fires early).
+pub fn from_edges(a: Edge, b: Edge) -> Option<Tick> {
+    let dj = b.jiffies.checked_sub(a.jiffies)?;
+    let mid = |e: Edge| (e.before_ns + e.at_ns) / 2;
+    let dns = mid(b).checked_sub(mid(a))?;
     if dj == 0 || dns == 0 {
         return None;
     }
-    // A short sample is off by up to a tick: snap to the HZ values kernels
-    // are built with; samples far from all of them are not jiffies.
     let measured = (dj as f64) * 1e9 / dns as f64;
     let hz = KERNEL_HZ
         .iter()
         .copied()
-        .min_by(|a, b| {
+        .min_by(|x, y| {
             let d = |h: u64| (h as f64 - measured).abs() / h as f64;
-            d(*a).total_cmp(&d(*b))
+            d(*x).total_cmp(&d(*y))
         })
-        .filter(|h| (*h as f64 - measured).abs() / (*h as f64) < 0.15)?;
+        // Edges a few ticks apart pin HZ to well under 1 %; anything far
+        // from every HZ kernels are built with is not a jiffies counter.
+        .filter(|h| (*h as f64 - measured).abs() / (*h as f64) < 0.01)?;
     let tick = tick_ns(hz);
-    let offset = (b.0.checked_mul(tick)?).checked_add(tick)?.checked_sub(b.1)?;
+    // Jiffies became `b.jiffies` after `b.before_ns`: anchoring that count
+    // there keeps the program's time at or behind the monotonic clock.
+    let offset = b.jiffies.checked_mul(tick)?.checked_sub(b.before_ns)?;
     Some(Tick::Jiffies {
         hz: hz as u32,
         tick_ns: tick,
@@ -118,7 +137,7 @@ pub fn from_samples(a: (u64, u64), b: (u64, u64)) -> Option<Tick> {
     })
 }
 
-/// Run the probe program and read what it wrote.
+/// Run the probe program and read what it wrote: (jiffies, monotonic ns).
 fn sample(ebpf: &mut Ebpf) -> Result<(u64, u64)> {
     let frame = [0u8; 64];
     let prog: &mut Xdp = ebpf
@@ -136,8 +155,26 @@ fn sample(ebpf: &mut Ebpf) -> Result<(u64, u64)> {
     Ok((map.get(&0, 0)?, map.get(&1, 0)?))
 }
 
+/// Sample until jiffies move on (at most 100 ms: HZ is at least 24).
+fn edge(ebpf: &mut Ebpf) -> Result<Edge> {
+    let (j0, mut before) = sample(ebpf)?;
+    let deadline = std::time::Instant::now() + Duration::from_millis(100);
+    while std::time::Instant::now() < deadline {
+        let (j, at) = sample(ebpf)?;
+        if j != j0 {
+            return Ok(Edge {
+                jiffies: j,
+                before_ns: before,
+                at_ns: at,
+            });
+        }
+        before = at;
+    }
+    anyhow::bail!("jiffies did not move for 100 ms")
+}
+
 /// Load and run the probe; `Ktime` when the kernel refuses it (no
-/// `bpf_jiffies64`) or the samples make no sense.
+/// `bpf_jiffies64`) or what it reads makes no sense.
 pub fn probe(ebpf: &mut Ebpf) -> Tick {
     let loaded = ebpf
         .program_mut(names::PROG_CLOCK)
@@ -147,45 +184,59 @@ pub fn probe(ebpf: &mut Ebpf) -> Tick {
     if !loaded {
         return Tick::Ktime;
     }
-    let Ok(a) = sample(ebpf) else {
-        return Tick::Ktime;
+    let measure = |ebpf: &mut Ebpf| -> Result<Option<Tick>> {
+        let a = edge(ebpf)?;
+        // Several ticks at any HZ; the edges make the span exact.
+        std::thread::sleep(Duration::from_millis(60));
+        let b = edge(ebpf)?;
+        Ok(from_edges(a, b))
     };
-    // Long enough for several ticks at HZ=100, short enough for a start.
-    std::thread::sleep(Duration::from_millis(80));
-    let Ok(b) = sample(ebpf) else {
-        return Tick::Ktime;
-    };
-    from_samples(a, b).unwrap_or(Tick::Ktime)
+    measure(ebpf).ok().flatten().unwrap_or(Tick::Ktime)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn edge(jiffies: u64, at_ns: u64) -> Edge {
+        Edge {
+            jiffies,
+            before_ns: at_ns - 2_000,
+            at_ns,
+        }
+    }
+
     #[test]
-    fn hz_and_offset_from_samples() {
-        // HZ=250: 4 ms a tick; 15 ticks in 60.5 ms (one short of 248/s).
-        let a = (4_294_900_000u64, 1_000_000_000u64);
-        let b = (a.0 + 15, a.1 + 60_500_000);
+    fn hz_and_offset_from_edges() {
+        // HZ=250: 4 ms a tick; two edges 17 ticks apart.
+        let a = edge(4_294_900_000, 1_000_000_000);
+        let b = edge(a.jiffies + 17, a.at_ns + 17 * 4_000_000);
         let Some(Tick::Jiffies {
             hz,
             tick_ns,
             offset_ns,
-        }) = from_samples(a, b)
+        }) = from_edges(a, b)
         else {
             panic!("not jiffies");
         };
         assert_eq!((hz, tick_ns), (250, 4_000_000));
-        // At the second sample the program's time trails monotonic by one tick.
-        assert_eq!(b.0 * tick_ns - offset_ns, b.1 - tick_ns);
+        // At the second edge the program's time is the last sample before it.
+        assert_eq!(b.jiffies * tick_ns - offset_ns, b.before_ns);
+        // 256 Hz is told from 250 Hz.
+        let c = edge(a.jiffies + 16, a.at_ns + 16 * super::tick_ns(256));
+        assert!(matches!(
+            from_edges(a, c),
+            Some(Tick::Jiffies { hz: 256, .. })
+        ));
     }
 
     #[test]
     fn nonsense_samples_fall_back() {
-        assert_eq!(from_samples((10, 100), (10, 200)), None);
-        assert_eq!(from_samples((10, 100), (5, 200)), None);
+        let a = edge(10, 100_000);
+        assert_eq!(from_edges(a, edge(10, 200_000)), None);
+        assert_eq!(from_edges(a, edge(5, 200_000)), None);
         // A million "ticks" a second is no jiffies counter.
-        assert_eq!(from_samples((0, 0), (1_000_000, 1_000_000_000)), None);
+        assert_eq!(from_edges(a, edge(1_000_010, 1_000_100_000)), None);
     }
 
     #[test]

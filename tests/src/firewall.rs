@@ -150,7 +150,9 @@ impl FirewallDaemon {
             let ev = self.events();
             let attached = ev.iter().filter(|e| e["event"] == "attach").count();
             let started = ev.iter().any(|e| e["event"] == "start");
-            if ifaces > 0 && attached >= ifaces {
+            // `start` follows the attach events: wait for both, so that a
+            // caller finds every event of the start-up.
+            if ifaces > 0 && attached >= ifaces && started {
                 return Ok(());
             }
             if started && self.pin_dir.exists() {

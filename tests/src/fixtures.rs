@@ -16,8 +16,8 @@ use crate::{
 
 /// The policy the table is written against.
 pub const POLICY: &str = r#"
-allow = ["192.0.2.0/28", "2001:db8:a::/48"]
-block = ["203.0.113.0/24", "2001:db8:bad::/48"]
+allow = ["192.0.2.0/28", "2001:db8:a::/48", "192.0.2.100", "2001:db8:a0::1"]
+block = ["203.0.113.0/24", "2001:db8:bad::/48", "203.0.114.7", "2001:db8:bad0::7", "192.0.2.3"]
 
 [defaults]
 rate = 1000
@@ -447,8 +447,58 @@ fn malformed_rows() -> Vec<Fixture> {
         .collect()
 }
 
+/// Exact hosts (/32, /128) live in hashes looked up before everything else;
+/// the allowlist still wins over them.
+fn host_rows() -> Vec<Fixture> {
+    let mut rows = Vec::new();
+    for (i, (enc, wrap)) in encaps().into_iter().enumerate() {
+        let i = i as u8;
+        for (fam, allow, block, neighbour) in [
+            (
+                "IPv4",
+                v4(192, 0, 2, 100),
+                v4(203, 0, 114, 7),
+                v4(203, 0, 114, 8 + i),
+            ),
+            (
+                "IPv6",
+                v6("2001:db8:a0::1"),
+                v6("2001:db8:bad0::7"),
+                v6(&format!("2001:db8:bad0:{i}::8")),
+            ),
+        ] {
+            rows.push(Fixture::new(
+                format!("{fam} {enc}: exact allowed host flood -> allowed"),
+                wrap(udp(allow, 53)).build(),
+                20,
+                &[(Allowed, 20)],
+            ));
+            rows.push(Fixture::new(
+                format!("{fam} {enc}: exact blocked host -> blocked"),
+                wrap(udp(block, 53)).build(),
+                4,
+                &[(Blocked, 4)],
+            ));
+            rows.push(Fixture::new(
+                format!("{fam} {enc}: the blocked host's neighbour -> passed"),
+                wrap(udp(neighbour, 9000)).build(),
+                1,
+                &[(Passed, 1)],
+            ));
+        }
+    }
+    rows.push(Fixture::new(
+        "blocked host inside an allowed prefix: allow wins -> allowed",
+        udp(v4(192, 0, 2, 3), 9000).build(),
+        3,
+        &[(Allowed, 3)],
+    ));
+    rows
+}
+
 pub fn table() -> Vec<Fixture> {
     let mut t = verdict_rows();
+    t.extend(host_rows());
     t.extend(policy_rows());
     t.extend(malformed_rows());
     t

@@ -74,12 +74,18 @@ fn timed_sequence_matches_the_reference_model() {
     }
     let model_float = reference(rate as f64, burst as f64, &arrivals);
     let limit = Limit::new(rate, burst).unwrap();
-    let mut b = Bucket::full(&limit, arrivals[0]);
-    let model_fixed = arrivals.iter().filter(|t| b.admit(&limit, **t)).count() as u64;
+    let fixed = |times: &mut dyn Iterator<Item = u64>| {
+        let times: Vec<u64> = times.collect();
+        let mut b = Bucket::full(&limit, times[0]);
+        times.iter().filter(|t| b.admit(&limit, **t)).count() as u64
+    };
+    let model_fixed = fixed(&mut arrivals.iter().copied());
     let span = (arrivals[arrivals.len() - 1] - arrivals[0]) as f64 / 1e9;
+    let cfg = h.maps.config().unwrap();
     println!(
-        "{} packets over {span:.2}s: kernel admitted {admitted}, fixed-point model {model_fixed}, float model {model_float} (timestamp uncertainty {stamps_err} ns)",
-        arrivals.len()
+        "{} packets over {span:.2}s: kernel admitted {admitted}, fixed-point model {model_fixed}, float model {model_float} (timestamp uncertainty {stamps_err} ns, clock {})",
+        arrivals.len(),
+        firewall_user::tick::Tick::of(&cfg).describe()
     );
     assert_eq!(h.packets(Verdict::Passed), admitted);
     assert_eq!(
@@ -90,16 +96,37 @@ fn timed_sequence_matches_the_reference_model() {
         admitted < arrivals.len() as u64,
         "the sequence must exceed the rate to test anything"
     );
-    // Timestamps are known to within a few microseconds; at 200/s a token
-    // takes 5 ms, so the kernel and the models may differ by a token or two.
-    assert!(
-        admitted.abs_diff(model_fixed) <= 2,
-        "kernel {admitted} vs model {model_fixed}"
-    );
-    assert!(
-        admitted.abs_diff(model_float) <= 2,
-        "kernel {admitted} vs float model {model_float}"
-    );
+    if cfg.tick_ns == 0 {
+        // Timestamps are known to within a few microseconds; at 200/s a
+        // token takes 5 ms, so the kernel and the models may differ by a
+        // token or two.
+        assert!(
+            admitted.abs_diff(model_fixed) <= 2,
+            "kernel {admitted} vs model {model_fixed}"
+        );
+        assert!(
+            admitted.abs_diff(model_float) <= 2,
+            "kernel {admitted} vs float model {model_float}"
+        );
+    } else {
+        // The program's time is CLOCK_MONOTONIC rounded down to the last
+        // tick, with the tick's phase known to within a tick: the same
+        // fixed-point bucket fed with tick-rounded times, over the phases a
+        // tick allows, must bracket the kernel to within a token.
+        let tick = cfg.tick_ns;
+        let models: Vec<u64> = (0..16)
+            .map(|k| {
+                let phase = cfg.tick_offset_ns + tick * k / 16;
+                fixed(&mut arrivals.iter().map(|t| (t + phase) / tick * tick - phase))
+            })
+            .collect();
+        let (lo, hi) = (*models.iter().min().unwrap(), *models.iter().max().unwrap());
+        println!("tick-rounded models over one tick of phase: {lo}..={hi}");
+        assert!(
+            admitted + 1 >= lo && admitted <= hi + 1,
+            "kernel {admitted} outside the tick models {lo}..={hi}"
+        );
+    }
     assert!(admitted as f64 <= burst as f64 + rate as f64 * span + 1.0);
 }
 
@@ -253,7 +280,8 @@ fn entries_narrower_than_the_aggregation_prefix_are_exact() {
             (150, tests::harness::XDP_PASS),
         ] {
             assert_eq!(
-                h.run(Hook::Xdp, &udp_from([198, 51, 100, last]), 1).unwrap(),
+                h.run(Hook::Xdp, &udp_from([198, 51, 100, last]), 1)
+                    .unwrap(),
                 action,
                 "198.51.100.{last}"
             );
@@ -285,4 +313,141 @@ fn monitor_mode_counts_would_drop_and_passes() {
         h.packets(Verdict::Blocked) + h.packets(Verdict::RateLimited),
         0
     );
+}
+
+#[test]
+fn blocked_and_refused_new_sources_take_no_slot() {
+    if !tests::privileged("blocked_and_refused_new_sources_take_no_slot") {
+        return;
+    }
+    let mut h = harness(
+        "block = [\"203.0.113.0/24\", \"203.0.114.9\"]\n[flood]\nnew_sources_rate = 1\nnew_sources_burst = 1\n",
+    );
+    let tracked = |h: &Harness| h.maps.count_sources().expect("counting sources");
+    // Blocked by the exact-host hash and by the trie: no slot either way,
+    // and the flood budget is not spent on them.
+    for last in 1..=20 {
+        assert_eq!(
+            h.run(Hook::Xdp, &udp_from([203, 0, 113, last]), 1).unwrap(),
+            tests::harness::XDP_DROP
+        );
+    }
+    for _ in 0..5 {
+        assert_eq!(
+            h.run(Hook::Xdp, &udp_from([203, 0, 114, 9]), 1).unwrap(),
+            tests::harness::XDP_DROP
+        );
+    }
+    assert_eq!(tracked(&h), 0, "blocked sources took slots");
+    assert_eq!(h.packets(Verdict::Blocked), 25);
+    // The budget of one new source a second (per CPU) is still whole: the
+    // first new source gets a bucket, the next ones are refused, slotless.
+    assert_eq!(
+        h.run(Hook::Xdp, &udp_from([198, 51, 100, 30]), 1).unwrap(),
+        tests::harness::XDP_PASS
+    );
+    for last in 31..40 {
+        assert_eq!(
+            h.run(Hook::Xdp, &udp_from([198, 51, 100, last]), 1)
+                .unwrap(),
+            tests::harness::XDP_DROP
+        );
+    }
+    assert_eq!(tracked(&h), 1);
+    assert_eq!(
+        h.maps
+            .stat(firewall_common::Stat::NewSourceRefused)
+            .unwrap(),
+        9
+    );
+}
+
+#[test]
+fn only_prefix_changes_make_tracked_sources_reclassify() {
+    if !tests::privileged("only_prefix_changes_make_tracked_sources_reclassify") {
+        return;
+    }
+    let mut h = harness("");
+    let generation = |h: &Harness| h.maps.config().unwrap().generation;
+    let g0 = generation(&h);
+    // Exact hosts are looked up before the per-source cache...
+    let host = vec!["203.0.113.5/32".parse().unwrap()];
+    lists::add(
+        &mut h.maps,
+        List::Block,
+        &host,
+        Origin::Manual,
+        Some(Duration::from_secs(60)),
+        None,
+    )
+    .unwrap();
+    assert_eq!(generation(&h), g0, "a host entry bumped the generation");
+    // ... and the controller's expiry hint is bookkeeping.
+    h.maps.touch(|c| c.next_expiry_ns = 1).unwrap();
+    assert_eq!(generation(&h), g0, "the expiry hint bumped the generation");
+    assert_eq!(
+        h.run(Hook::Xdp, &udp_from([203, 0, 113, 5]), 1).unwrap(),
+        tests::harness::XDP_DROP
+    );
+    // A prefix is cached per source: it needs a new generation.
+    let prefix = vec!["203.0.113.0/24".parse().unwrap()];
+    lists::add(
+        &mut h.maps,
+        List::Block,
+        &prefix,
+        Origin::Manual,
+        None,
+        None,
+    )
+    .unwrap();
+    assert_eq!(generation(&h), g0 + 1);
+    lists::del(&mut h.maps, List::Block, &host).unwrap();
+    assert_eq!(
+        generation(&h),
+        g0 + 1,
+        "deleting a host bumped the generation"
+    );
+    // The host is gone but its prefix still blocks it.
+    assert_eq!(
+        h.run(Hook::Xdp, &udp_from([203, 0, 113, 5]), 1).unwrap(),
+        tests::harness::XDP_DROP
+    );
+}
+
+#[test]
+fn the_program_reads_jiffies_where_the_kernel_has_them() {
+    if !tests::privileged("the_program_reads_jiffies_where_the_kernel_has_them") {
+        return;
+    }
+    // Every supported kernel (5.10+) has bpf_jiffies64; the loader must
+    // have found it and a plausible HZ.
+    let h = harness("");
+    let cfg = h.maps.config().unwrap();
+    let tick = firewall_user::tick::Tick::of(&cfg);
+    println!("clock: {}", tick.describe());
+    let firewall_user::tick::Tick::Jiffies { hz, .. } = tick else {
+        panic!("the loader fell back to ktime on a kernel with jiffies");
+    };
+    assert!((24..=1000).contains(&hz), "HZ {hz}");
+    // The program's time (a new source's bucket is stamped with it) trails
+    // CLOCK_MONOTONIC by at most two ticks and never runs ahead of it.
+    let mut h = h;
+    for _ in 0..20 {
+        let src = [198, 51, 100, 77];
+        let t0 = mono_ns();
+        h.run(Hook::Xdp, &udp_from(src), 1).unwrap();
+        let t1 = mono_ns();
+        let mut key = firewall_common::SourceKey {
+            family: 4,
+            ..Default::default()
+        };
+        key.addr[..4].copy_from_slice(&src);
+        let stamped = h.maps.sources.get(&key, 0).unwrap().bucket.last_ns;
+        assert!(
+            stamped <= t1 && stamped + 2 * cfg.tick_ns >= t0,
+            "program time {stamped} vs monotonic {t0}..{t1} (tick {} ns)",
+            cfg.tick_ns
+        );
+        std::thread::sleep(Duration::from_millis(3));
+    }
 }

@@ -140,10 +140,6 @@ pub async fn run(pin_dir: &Path, args: RunArgs) -> Result<()> {
         );
     }
     let counters = Arc::new(DaemonCounters::default());
-    counters.tracked_sources.store(
-        maps.count_sources().unwrap_or(0) as u64,
-        Ordering::Relaxed,
-    );
     metrics::count_tracked(pin_dir.to_path_buf(), counters.clone());
     counters.reloads_ok.fetch_add(1, Ordering::Relaxed);
     let registry = Arc::new(metrics::registry(pin_dir.to_path_buf(), counters.clone()));

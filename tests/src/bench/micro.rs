@@ -110,8 +110,26 @@ fn frames() -> Vec<(&'static str, &'static str, Vec<u8>)> {
             "known_v4_over",
             udp4(pol::KNOWN_V4).build(),
         ),
-        ("allowlist hit", "allow_hit", udp4(pol::ALLOWED_V4).build()),
-        ("blocklist hit", "block_hit", udp4(pol::BLOCKED_V4).build()),
+        (
+            "allowlist hit (exact host)",
+            "allow_host_hit",
+            udp4(pol::ALLOWED_HOST_V4).build(),
+        ),
+        (
+            "blocklist hit (exact host)",
+            "block_host_hit",
+            udp4(pol::BLOCKED_HOST_V4).build(),
+        ),
+        (
+            "allowlist hit (prefix)",
+            "allow_hit",
+            udp4(pol::ALLOWED_V4).build(),
+        ),
+        (
+            "blocklist hit (prefix)",
+            "block_hit",
+            udp4(pol::BLOCKED_V4).build(),
+        ),
         (
             "IPv6 known source",
             "known_v6",
@@ -133,8 +151,8 @@ fn frames() -> Vec<(&'static str, &'static str, Vec<u8>)> {
 /// The action the product must return on each path.
 fn expected_action(key: &str) -> u32 {
     match key {
-        "known_v4_over" | "block_hit" => 1, // XDP_DROP
-        _ => 2,                             // XDP_PASS
+        "known_v4_over" | "block_hit" | "block_host_hit" => 1, // XDP_DROP
+        _ => 2,                                                // XDP_PASS
     }
 }
 

@@ -16,6 +16,10 @@ pub const KNOWN_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x100, 0, 0, 0, 0, 0
 /// Inside the first allow entry / the first block entry of either policy.
 pub const ALLOWED_V4: Ipv4Addr = Ipv4Addr::new(30, 0, 0, 5);
 pub const BLOCKED_V4: Ipv4Addr = Ipv4Addr::new(20, 0, 0, 9);
+/// Exact-host entries (/32) of either policy: the second entry of each list
+/// in the large one (most of an imported list and every auto-ban is one).
+pub const ALLOWED_HOST_V4: Ipv4Addr = Ipv4Addr::new(30, 0, 1, 5);
+pub const BLOCKED_HOST_V4: Ipv4Addr = Ipv4Addr::new(20, 0, 1, 77);
 /// New sources: 100.64.0.0 + i.
 pub const NEW_BASE: Ipv4Addr = Ipv4Addr::new(100, 64, 0, 0);
 
@@ -26,8 +30,8 @@ pub const HIGH_RATE: u64 = 1_000_000_000;
 /// How big the lists are.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Size {
-    /// No lists, except one allow and one block entry (the allow/block
-    /// paths need one), no classes, no rules.
+    /// No lists, except an allow and a block prefix and host (the
+    /// allow/block paths need them), no classes, no rules.
     Empty,
     /// 10,000 block entries, 1,000 allow entries, 100 `[[limit]]` classes
     /// and 10 `[[rule]]`s.
@@ -104,7 +108,10 @@ fn list(key: &str, entries: &[String], out: &mut String) {
 pub fn micro(size: Size, rate: u64, burst: u64) -> String {
     let mut s = String::new();
     let (allow, block) = match size {
-        Size::Empty => (vec!["30.0.0.0/28".to_string()], vec!["20.0.0.0/24".into()]),
+        Size::Empty => (
+            vec!["30.0.0.0/28".to_string(), format!("{ALLOWED_HOST_V4}/32")],
+            vec!["20.0.0.0/24".into(), format!("{BLOCKED_HOST_V4}/32")],
+        ),
         Size::Large => (allow_entries(1_000), block_entries(10_000, 0.2, 0)),
     };
     list("allow", &allow, &mut s);
