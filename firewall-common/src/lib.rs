@@ -10,7 +10,7 @@ pub mod bucket;
 pub mod maps;
 pub mod types;
 
-pub use bucket::{Bucket, Limit};
+pub use bucket::{gcra_admit, gcra_tokens, Bucket, Limit};
 pub use types::*;
 
 #[cfg(feature = "user")]

@@ -9,7 +9,13 @@ pub const ACTIVE: &str = "FW_ACTIVE";
 pub const COUNTERS: &str = "FW_COUNTERS";
 pub const RULE_COUNTERS: &str = "FW_RULE_CNT";
 pub const STATS: &str = "FW_STATS";
-pub const SOURCES: &str = "FW_SOURCES";
+/// Per-source tables, one per family (IPv4 keys are 8 bytes, IPv6 20).
+pub const SOURCES_V4: &str = "FW_SOURCES4";
+pub const SOURCES_V6: &str = "FW_SOURCES6";
+/// The one per-source table of earlier layouts (unpinned on upgrade).
+pub const SOURCES_LEGACY: &str = "FW_SOURCES";
+/// `[[limit]]` class limits by slot, per set (`set * LIMIT_SLOTS + slot`).
+pub const LIMITS: &str = "FW_LIMITS";
 pub const ALLOW_V4: [&str; 2] = ["FW_ALLOW4_0", "FW_ALLOW4_1"];
 pub const ALLOW_V6: [&str; 2] = ["FW_ALLOW6_0", "FW_ALLOW6_1"];
 pub const BLOCK_V4: [&str; 2] = ["FW_BLOCK4_0", "FW_BLOCK4_1"];
@@ -30,13 +36,15 @@ pub const FLOOD: &str = "FW_FLOOD";
 pub const EVENTS: &str = "FW_EVENTS";
 
 /// Every pinned map, for adopt/detach.
-pub const ALL: [&str; 30] = [
+pub const ALL: [&str; 32] = [
     CONFIG,
     ACTIVE,
     COUNTERS,
     RULE_COUNTERS,
     STATS,
-    SOURCES,
+    SOURCES_V4,
+    SOURCES_V6,
+    LIMITS,
     ALLOW_V4[0],
     ALLOW_V4[1],
     ALLOW_V6[0],
@@ -63,8 +71,8 @@ pub const ALL: [&str; 30] = [
     EVENTS,
 ];
 
-/// Maps whose capacity the policy's `[table]` sets: the per-source table
-/// (`max_sources`) and every allow/block map (`max_list_entries`).
+/// Maps whose capacity `[table] max_list_entries` sets: every allow/block
+/// map (`max_sources` sizes `SOURCES_V4` and `SOURCES_V6`).
 pub const LIST_MAPS: [&str; 16] = [
     ALLOW_V4[0],
     ALLOW_V4[1],
@@ -91,14 +99,14 @@ pub const PROG_TC: &str = "firewall_tc";
 pub const PROG_CLOCK: &str = "firewall_clock";
 pub const CLOCK_PROBE: &str = "FW_CLOCK";
 
-/// Default capacity of the per-source table (LRU: the least recent source
+/// Default capacity of each per-source table (LRU: the least recent source
 /// is evicted when full); `[table] max_sources` overrides it at load.
 pub const SOURCES_CAPACITY: u32 = 131_072;
 /// Default capacity of each allow/block map (per address family);
 /// `[table] max_list_entries` overrides it at load.
 pub const LIST_CAPACITY: u32 = 262_144;
-/// Capacity of each limit-class trie.
-pub const LIMIT_CAPACITY: u32 = 16_384;
+/// Capacity of each limit-class trie (slot 0 of `LIMITS` is not a class).
+pub const LIMIT_CAPACITY: u32 = crate::LIMIT_SLOTS - 1;
 /// Most `[[rule]]` entries a policy may hold.
 pub const MAX_RULES: u32 = 32;
 /// Entries of `RULE_PORTS`: a byte per port, per set.

@@ -19,6 +19,8 @@ pod!(
     LimitEntry,
     Rule,
     SourceKey,
+    SourceKey4,
+    SourceKey6,
     SourceState,
     Event,
     Bucket,

@@ -1,7 +1,7 @@
 //! Map keys and values. Sizes are asserted at compile time: a change here
 //! is a change of the pinned layout.
 
-use crate::bucket::{Bucket, Limit};
+use crate::bucket::Limit;
 
 /// The one verdict each packet gets, as an index into the counter arrays.
 #[repr(u32)]
@@ -170,6 +170,14 @@ pub struct Config {
     /// matches (ported rules are in `RULE_PORTS`).
     pub rule_any_port: u8,
     pub _pad3: [u8; 7],
+    /// Drop score (in units of 2^16 ns, see `SourceState::drop_tat`): what
+    /// one rate-limited drop adds (`window / drops` with `[autoban]`, else
+    /// 1), the autoban window (0 = off) and the quiet time before a
+    /// source's next drop is reported.
+    pub drop_inc: u32,
+    pub drop_window: u32,
+    pub drop_quiet: u32,
+    pub _pad4: u32,
 }
 
 /// An LPM trie key's data for IPv4/IPv6 (the prefix length precedes it).
@@ -256,7 +264,10 @@ pub struct LimitEntry {
     pub origin: u8,
     /// The key's prefix length (see `ListEntry::prefix_len`).
     pub prefix_len: u8,
-    pub _pad: [u8; 6],
+    /// Where the class's limit is in `LIMITS` (1..LIMIT_SLOTS): tracked
+    /// sources cache the slot, not the limit.
+    pub slot: u16,
+    pub _pad: [u8; 4],
 }
 
 /// Match any L4 protocol.
@@ -280,8 +291,10 @@ pub struct Rule {
     pub name: [u8; 32],
 }
 
-/// Per-source table key: a source prefix (host bits zeroed) and the rule
-/// whose bucket it is (0 = the default/class bucket, i+1 = rule i).
+/// A source prefix (host bits zeroed) and the rule whose bucket it is
+/// (0 = the default/class bucket, i+1 = rule i), both families in one
+/// shape: what events carry and the controller displays. The tables
+/// themselves are keyed by the smaller `SourceKey4` / `SourceKey6`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct SourceKey {
@@ -292,32 +305,120 @@ pub struct SourceKey {
     pub _pad: [u8; 2],
 }
 
-/// Cached classification of a source.
+/// Key of the IPv4 per-source table: 8 bytes, the smallest a hash key
+/// rounds to.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct SourceKey4 {
+    pub addr: [u8; 4],
+    pub rule: u8,
+    pub _pad: [u8; 3],
+}
+
+/// Key of the IPv6 per-source table.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct SourceKey6 {
+    pub addr: [u8; 16],
+    pub rule: u8,
+    pub _pad: [u8; 3],
+}
+
+impl SourceKey {
+    pub fn from_v4(k: &SourceKey4) -> Self {
+        let mut addr = [0u8; 16];
+        addr[..4].copy_from_slice(&k.addr);
+        SourceKey {
+            addr,
+            family: 4,
+            rule: k.rule,
+            _pad: [0; 2],
+        }
+    }
+
+    pub fn from_v6(k: &SourceKey6) -> Self {
+        SourceKey {
+            addr: k.addr,
+            family: 6,
+            rule: k.rule,
+            _pad: [0; 2],
+        }
+    }
+
+    pub fn v4(&self) -> SourceKey4 {
+        SourceKey4 {
+            addr: [self.addr[0], self.addr[1], self.addr[2], self.addr[3]],
+            rule: self.rule,
+            _pad: [0; 3],
+        }
+    }
+
+    pub fn v6(&self) -> SourceKey6 {
+        SourceKey6 {
+            addr: self.addr,
+            rule: self.rule,
+            _pad: [0; 3],
+        }
+    }
+}
+
+/// Cached classification of a source (the top two bits of
+/// `SourceState::class_slot`).
 pub mod class {
     pub const LIMITED: u8 = 0;
     pub const ALLOWED: u8 = 1;
     pub const BLOCKED: u8 = 2;
 }
 
-/// Per-source state: the bucket, its cached classification and counters.
+/// Bits of `SourceState::class_slot` that hold the limit slot.
+pub const SLOT_BITS: u16 = 14;
+/// Limit slots: 0 is the default (or rule) limit, `1..LIMIT_SLOTS` the
+/// `[[limit]]` classes' entries in `LIMITS`.
+pub const LIMIT_SLOTS: u32 = 1 << SLOT_BITS;
+
+/// Per-source state: 24 bytes, so that with an 8-byte IPv4 key and the
+/// kernel's LRU element header an IPv4 source costs 96 bytes, and the
+/// fields a packet touches share one cache line.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SourceState {
-    pub bucket: Bucket,
-    /// The limit in force, cached under `generation`.
-    pub limit: Limit,
-    /// For a cached `BLOCKED`: when the matching entry expires (0 = never).
-    pub block_expires_ns: u64,
-    pub packets: u64,
-    pub drops: u64,
-    /// Last rate-limited/blocked drop: events fire after a quiet period.
-    pub last_drop_ns: u64,
-    /// Start of the current autoban window and drops within it.
-    pub window_start_ns: u64,
-    pub window_drops: u32,
-    pub generation: u32,
-    pub class: u8,
-    pub _pad: [u8; 7],
+    /// GCRA: when the bucket is full again (`bucket::gcra_*`), in 1/16 ns
+    /// of the program's clock. For a cached `BLOCKED` class: when the
+    /// matching block expires (ns, 0 = never).
+    pub tat: u64,
+    /// Decaying drop score (`drop_score`): when the recent drops will have
+    /// decayed, in units of 2^16 ns, wrapping.
+    pub drop_tat: u32,
+    /// Packets and drops (wrapping), for `top`.
+    pub packets: u32,
+    pub drops: u32,
+    /// Low 16 bits of the config generation the class was computed under.
+    pub generation: u16,
+    /// Class (top 2 bits) and limit slot (low `SLOT_BITS` bits).
+    pub class_slot: u16,
+}
+
+impl SourceState {
+    #[inline(always)]
+    pub const fn pack(class: u8, slot: u16) -> u16 {
+        ((class as u16) << SLOT_BITS) | (slot & ((1 << SLOT_BITS) - 1))
+    }
+
+    #[inline(always)]
+    pub const fn class(&self) -> u8 {
+        (self.class_slot >> SLOT_BITS) as u8
+    }
+
+    #[inline(always)]
+    pub const fn slot(&self) -> u16 {
+        self.class_slot & ((1 << SLOT_BITS) - 1)
+    }
+}
+
+/// The generation as the per-source state keeps it.
+#[inline(always)]
+pub const fn short_generation(g: u32) -> u16 {
+    g as u16
 }
 
 /// Event kinds sent through the `EVENTS` ring buffer.
@@ -344,11 +445,13 @@ pub struct Event {
 
 const _: () = {
     assert!(core::mem::size_of::<Counter>() == 16);
-    assert!(core::mem::size_of::<Config>() == 152);
+    assert!(core::mem::size_of::<Config>() == 168);
     assert!(core::mem::size_of::<ListEntry>() == 56);
     assert!(core::mem::size_of::<LimitEntry>() == 40);
     assert!(core::mem::size_of::<Rule>() == 56);
     assert!(core::mem::size_of::<SourceKey>() == 20);
-    assert!(core::mem::size_of::<SourceState>() == 88);
+    assert!(core::mem::size_of::<SourceKey4>() == 8);
+    assert!(core::mem::size_of::<SourceKey6>() == 20);
+    assert!(core::mem::size_of::<SourceState>() == 24);
     assert!(core::mem::size_of::<Event>() == 48);
 };

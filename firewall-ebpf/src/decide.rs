@@ -7,8 +7,9 @@ use aya_ebpf::{
     maps::{lpm_trie::Key, HashMap, LpmTrie},
 };
 use firewall_common::{
-    class, event, flags, l4, Bucket, Config, Counter, Event, Limit, ListEntry, SourceKey,
-    SourceState, Stat, Verdict, FLOOD_EVENTS, FLOOD_NEW_SOURCES, N_VERDICTS, PROTO_ANY,
+    class, event, flags, gcra_admit, l4, short_generation, Config, Counter, Event, Limit,
+    ListEntry, SourceKey, SourceState, Stat, Verdict, FLOOD_EVENTS, FLOOD_NEW_SOURCES, LIMIT_SLOTS,
+    N_VERDICTS, PROTO_ANY,
 };
 
 use crate::{
@@ -251,7 +252,8 @@ fn mask64(prefix: u8) -> u64 {
 /// Result of looking a source up in the policy.
 struct Class {
     class: u8,
-    limit: Limit,
+    /// The `[[limit]]` class's slot in `LIMITS`; 0: the rule's or default.
+    slot: u16,
     block_expires_ns: u64,
     /// The matching list entry had never been hit before.
     first_hit: bool,
@@ -275,55 +277,66 @@ fn classify(
     clock: &mut Clock,
     lists: bool,
 ) -> Class {
-    if lists {
-        if list_match(cfg, pkt, clock, true).is_some() {
-            return Class {
-                class: class::ALLOWED,
-                limit: Limit::default(),
-                block_expires_ns: 0,
-                first_hit: false,
-            };
-        }
-        if let Some(hit) = list_match(cfg, pkt, clock, false) {
-            return Class {
-                class: class::BLOCKED,
-                limit: Limit::default(),
-                block_expires_ns: hit.expires_ns,
-                first_hit: hit.first,
-            };
-        }
-    }
-    let mut limit = cfg.default_limit;
-    if rule != NO_RULE {
-        if let Some(r) = RULES.get(rule_slot(cfg, rule)) {
-            limit = r.limit;
-        }
-    } else if pkt.family == 4 && cfg.flags & flags::LIMIT_V4 != 0 {
-        let k = Key::new(32, [key.addr[0], key.addr[1], key.addr[2], key.addr[3]]);
-        let trie = if cfg.set == 0 {
-            &LIMIT_V4_0
-        } else {
-            &LIMIT_V4_1
-        };
-        if let Some(e) = trie.get(&k) {
-            limit = e.limit;
-        }
-    } else if pkt.family == 6 && cfg.flags & flags::LIMIT_V6 != 0 {
-        let trie = if cfg.set == 0 {
-            &LIMIT_V6_0
-        } else {
-            &LIMIT_V6_1
-        };
-        if let Some(e) = trie.get(&Key::new(128, key.addr)) {
-            limit = e.limit;
-        }
-    }
-    Class {
+    let mut c = Class {
         class: class::LIMITED,
-        limit,
+        slot: 0,
         block_expires_ns: 0,
         first_hit: false,
+    };
+    if lists {
+        if list_match(cfg, pkt, clock, true).is_some() {
+            c.class = class::ALLOWED;
+            return c;
+        }
+        if let Some(hit) = list_match(cfg, pkt, clock, false) {
+            c.class = class::BLOCKED;
+            c.block_expires_ns = hit.expires_ns;
+            c.first_hit = hit.first;
+            return c;
+        }
     }
+    // A rule's bucket uses the rule's limit (`limit_of`); otherwise the most
+    // specific class, found once here and cached as its slot.
+    if rule == NO_RULE {
+        if pkt.family == 4 && cfg.flags & flags::LIMIT_V4 != 0 {
+            let k = Key::new(32, [key.addr[0], key.addr[1], key.addr[2], key.addr[3]]);
+            let trie = if cfg.set == 0 {
+                &LIMIT_V4_0
+            } else {
+                &LIMIT_V4_1
+            };
+            if let Some(e) = trie.get(&k) {
+                c.slot = e.slot;
+            }
+        } else if pkt.family == 6 && cfg.flags & flags::LIMIT_V6 != 0 {
+            let trie = if cfg.set == 0 {
+                &LIMIT_V6_0
+            } else {
+                &LIMIT_V6_1
+            };
+            if let Some(e) = trie.get(&Key::new(128, key.addr)) {
+                c.slot = e.slot;
+            }
+        }
+    }
+    c
+}
+
+/// The limit of a tracked source: its class's slot in `LIMITS`, else its
+/// rule's, else the default. Array lookups, inlined by the verifier.
+#[inline(always)]
+fn limit_of(cfg: &Config, key: &SourceKey, slot: u16) -> Limit {
+    if slot != 0 {
+        let idx = (cfg.set as u32 & 1) * LIMIT_SLOTS + slot as u32;
+        if let Some(l) = LIMITS.get(idx) {
+            return *l;
+        }
+    } else if key.rule != 0 {
+        if let Some(r) = RULES.get(rule_slot(cfg, key.rule as u32 - 1)) {
+            return r.limit;
+        }
+    }
+    cfg.default_limit
 }
 
 /// Look the packet's source up in the allow (`allow`) or block tries
@@ -528,6 +541,25 @@ fn lookup_mut<K, V>(map: &LpmTrie<K, V>, key: &Key<K>) -> *mut V {
     }
 }
 
+/// The per-source state of `key` in its family's table.
+#[inline(always)]
+fn source(key: &SourceKey) -> Option<*mut SourceState> {
+    if key.family == 4 {
+        SOURCES_V4.get_ptr_mut(&key.v4())
+    } else {
+        SOURCES_V6.get_ptr_mut(&key.v6())
+    }
+}
+
+#[inline(always)]
+fn track(key: &SourceKey, st: &SourceState) -> bool {
+    if key.family == 4 {
+        SOURCES_V4.insert(&key.v4(), st, 0).is_ok()
+    } else {
+        SOURCES_V6.insert(&key.v6(), st, 0).is_ok()
+    }
+}
+
 #[inline(always)]
 fn limit_or_list(cfg: &Config, pkt: &Packet, rule: u32, clock: &mut Clock) -> Verdict {
     // Prefixes narrower than the aggregation prefix cannot be cached per
@@ -558,19 +590,18 @@ fn limit_or_list(cfg: &Config, pkt: &Packet, rule: u32, clock: &mut Clock) -> Ve
         }
     }
     let key = source_key(cfg, pkt, rule);
-    if let Some(st) = SOURCES.get_ptr_mut(&key) {
+    let generation = short_generation(cfg.generation);
+    if let Some(st) = source(&key) {
         // SAFETY: the LRU value stays valid for this run; updating it in
         // place avoids the bucket lock a map update takes. Concurrent
         // updates from other CPUs may race; the worst case is a token
         // counted twice, which a rate limiter can afford.
         let st = unsafe { &mut *st };
-        let stale = st.generation != cfg.generation
-            || (st.class == class::BLOCKED
-                && st.block_expires_ns != 0
-                && clock.get() >= st.block_expires_ns);
+        let stale = st.generation != generation
+            || (st.class() == class::BLOCKED && st.tat != 0 && clock.get() >= st.tat);
         if stale {
             let c = classify(cfg, pkt, &key, rule, clock, cache_lists);
-            if c.class == class::BLOCKED && st.class != class::BLOCKED {
+            if c.class == class::BLOCKED && st.class() != class::BLOCKED {
                 // Reported once, when the source becomes blocked: a blocked
                 // source's packets read no clock for a quiet period.
                 emit(
@@ -582,26 +613,29 @@ fn limit_or_list(cfg: &Config, pkt: &Packet, rule: u32, clock: &mut Clock) -> Ve
                     Verdict::Blocked,
                 );
             }
-            st.class = c.class;
-            st.limit = c.limit;
-            st.block_expires_ns = c.block_expires_ns;
-            st.generation = cfg.generation;
+            if c.class == class::BLOCKED {
+                st.tat = c.block_expires_ns;
+            } else if st.class() == class::BLOCKED {
+                // Unblocked: it starts again with a full bucket.
+                st.tat = 0;
+            }
+            st.class_slot = SourceState::pack(c.class, c.slot);
+            st.generation = generation;
         }
-        st.packets += 1;
-        match st.class {
+        st.packets = st.packets.wrapping_add(1);
+        match st.class() {
             class::ALLOWED => return Verdict::Allowed,
             class::BLOCKED => {
-                st.drops += 1;
+                st.drops = st.drops.wrapping_add(1);
                 return Verdict::Blocked;
             }
             _ => {}
         }
-        let limit = st.limit;
-        if st.bucket.admit(&limit, clock.get()) {
+        let limit = limit_of(cfg, &key, st.slot());
+        if gcra_admit(&mut st.tat, &limit, clock.get()) {
             return Verdict::Passed;
         }
-        dropped(cfg, st, &key, pkt, clock, Verdict::RateLimited);
-        autoban(cfg, st, &key, pkt, clock.get());
+        dropped(cfg, st, &key, pkt, clock.get(), Verdict::RateLimited);
         return Verdict::RateLimited;
     }
 
@@ -633,31 +667,25 @@ fn limit_or_list(cfg: &Config, pkt: &Packet, rule: u32, clock: &mut Clock) -> Ve
         };
     }
     let mut st = SourceState {
-        bucket: Bucket::full(&c.limit, now),
-        limit: c.limit,
-        block_expires_ns: 0,
+        // A new source starts with a full bucket.
+        tat: 0,
+        drop_tat: 0,
         packets: 1,
         drops: 0,
-        last_drop_ns: 0,
-        window_start_ns: now,
-        window_drops: 0,
-        generation: cfg.generation,
-        class: c.class,
-        _pad: [0; 7],
+        generation,
+        class_slot: SourceState::pack(c.class, c.slot),
     };
     let v = if c.class == class::ALLOWED {
         Verdict::Allowed
-    } else if st.bucket.admit(&c.limit, now) {
+    } else if gcra_admit(&mut st.tat, &limit_of(cfg, &key, c.slot), now) {
         Verdict::Passed
     } else {
         Verdict::RateLimited
     };
     if v == Verdict::RateLimited {
-        st.drops = 1;
-        st.last_drop_ns = now;
-        emit(cfg, &key, pkt, now, event::FIRST_DROP, v);
+        dropped(cfg, &mut st, &key, pkt, now, v);
     }
-    if SOURCES.insert(&key, &st, 0).is_ok() {
+    if track(&key, &st) {
         stat(Stat::NewSourceAdmitted);
     }
     v
@@ -673,39 +701,45 @@ fn admit_bucket(slot: u32, limit: &Limit, now: u64) -> bool {
     }
 }
 
-/// Account a drop; report it if the source had been quiet.
+/// Account a rate-limited drop in the source's decaying drop score: each
+/// drop adds `drop_inc` (the autoban window over its drop count) to a time
+/// that decays with the clock, so the score crossing the window means
+/// `drops` drops within about `window`: the source is reported for a ban,
+/// once. A drop when the score had decayed for the quiet time is reported
+/// as a first drop.
 #[inline(always)]
 fn dropped(
     cfg: &Config,
     st: &mut SourceState,
     key: &SourceKey,
     pkt: &Packet,
-    clock: &mut Clock,
+    now: u64,
     v: Verdict,
 ) {
-    st.drops += 1;
-    let now = clock.get();
-    let quiet = st.last_drop_ns == 0 || now.saturating_sub(st.last_drop_ns) >= cfg.event_quiet_ns;
-    st.last_drop_ns = now;
+    st.drops = st.drops.wrapping_add(1);
+    let now_u = (now >> 16) as u32;
+    // Ahead of now (a pending score) or behind it (decayed); the wrapping
+    // difference is meaningful within about a day either way, and a value
+    // no score can reach means state from long ago: decayed.
+    let ahead = st.drop_tat.wrapping_sub(now_u) as i32;
+    let ceiling = cfg.drop_window.saturating_add(cfg.drop_inc) as i32;
+    let (base, quiet) = if ahead > 0 && ahead <= ceiling {
+        (st.drop_tat, false)
+    } else {
+        let behind = if ahead > ceiling { i32::MAX } else { -ahead };
+        (now_u, st.drops == 1 || behind >= cfg.drop_quiet as i32)
+    };
+    let next = base.wrapping_add(cfg.drop_inc);
+    st.drop_tat = next;
     if quiet {
         emit(cfg, key, pkt, now, event::FIRST_DROP, v);
     }
-}
-
-/// Count rate-limited drops in the window; report the source once when it
-/// crosses the autoban threshold (the controller bans it).
-#[inline(always)]
-fn autoban(cfg: &Config, st: &mut SourceState, key: &SourceKey, pkt: &Packet, now: u64) {
-    if cfg.flags & flags::AUTOBAN == 0 {
-        return;
-    }
-    if now.saturating_sub(st.window_start_ns) > cfg.autoban_window_ns {
-        st.window_start_ns = now;
-        st.window_drops = 0;
-    }
-    st.window_drops += 1;
-    if st.window_drops == cfg.autoban_drops {
-        emit_event(key, pkt, now, event::AUTOBAN, Verdict::RateLimited);
+    if cfg.flags & flags::AUTOBAN != 0 && cfg.drop_window != 0 {
+        let before = base.wrapping_sub(now_u);
+        let after = next.wrapping_sub(now_u);
+        if before < cfg.drop_window && after >= cfg.drop_window {
+            emit_event(key, pkt, now, event::AUTOBAN, Verdict::RateLimited);
+        }
     }
 }
 

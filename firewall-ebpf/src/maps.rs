@@ -10,8 +10,8 @@ use firewall_common::{
     maps::{
         EVENTS_BYTES, LIMIT_CAPACITY, LIST_CAPACITY, MAX_RULES, RULE_PORTS_LEN, SOURCES_CAPACITY,
     },
-    AddrV4, AddrV6, Bucket, Config, Counter, LimitEntry, ListEntry, Rule, SourceKey, SourceState,
-    N_STATS, N_VERDICTS,
+    AddrV4, AddrV6, Bucket, Config, Counter, Limit, LimitEntry, ListEntry, Rule, SourceKey4,
+    SourceKey6, SourceState, LIMIT_SLOTS, N_STATS, N_VERDICTS,
 };
 
 #[map(name = "FW_CONFIG")]
@@ -29,8 +29,17 @@ pub static RULE_COUNTERS: PerCpuArray<Counter> = PerCpuArray::pinned(MAX_RULES *
 #[map(name = "FW_STATS")]
 pub static STATS: PerCpuArray<u64> = PerCpuArray::pinned(N_STATS, 0);
 
-#[map(name = "FW_SOURCES")]
-pub static SOURCES: LruHashMap<SourceKey, SourceState> = LruHashMap::pinned(SOURCES_CAPACITY, 0);
+#[map(name = "FW_SOURCES4")]
+pub static SOURCES_V4: LruHashMap<SourceKey4, SourceState> =
+    LruHashMap::pinned(SOURCES_CAPACITY, 0);
+
+#[map(name = "FW_SOURCES6")]
+pub static SOURCES_V6: LruHashMap<SourceKey6, SourceState> =
+    LruHashMap::pinned(SOURCES_CAPACITY, 0);
+
+/// `[[limit]]` class limits, by the slot their trie entry names, per set.
+#[map(name = "FW_LIMITS")]
+pub static LIMITS: Array<Limit> = Array::pinned(2 * LIMIT_SLOTS, 0);
 
 #[map(name = "FW_ALLOW4_0")]
 pub static ALLOW_V4_0: LpmTrie<AddrV4, ListEntry> = LpmTrie::pinned(LIST_CAPACITY, 0);

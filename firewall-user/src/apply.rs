@@ -22,6 +22,12 @@ pub const EVENT_QUIET_NS: u64 = 10_000_000_000;
 pub const EVENT_RATE: u64 = 200;
 pub const EVENT_BURST: u64 = 1000;
 
+/// Nanoseconds in the units of the per-source drop score (2^16 ns), capped
+/// where the score's wrapping arithmetic stays meaningful (about a day).
+fn drop_units(ns: u64) -> u32 {
+    (ns >> 16).min(i32::MAX as u64 / 2) as u32
+}
+
 fn limit(rate: u64, burst: u64) -> Result<Limit> {
     Limit::new(rate, burst).map_err(|e| anyhow::anyhow!("rate {rate} burst {burst}: {e:?}"))
 }
@@ -72,10 +78,17 @@ pub fn apply(maps: &mut Maps, policy: &Policy) -> Result<()> {
         if d.monitor {
             cfg.flags |= flags::MONITOR;
         }
+        cfg.drop_quiet = drop_units(EVENT_QUIET_NS);
+        cfg.drop_inc = 1;
+        cfg.drop_window = 0;
         if let Some(ab) = &policy.autoban {
             cfg.flags |= flags::AUTOBAN;
             cfg.autoban_drops = ab.drops.min(u32::MAX as u64) as u32;
             cfg.autoban_window_ns = ab.window.as_nanos() as u64;
+            // Each drop adds window/drops to a score that decays with time:
+            // `drops` drops within `window` bring it to the window.
+            cfg.drop_window = drop_units(cfg.autoban_window_ns);
+            cfg.drop_inc = (cfg.drop_window / cfg.autoban_drops.max(1)).max(1);
         }
     })?;
     // Packets now use `next`; the old set is brought in line so that both
@@ -304,12 +317,18 @@ fn stage(
     let have: std::collections::HashMap<IpNet, LimitEntry> =
         maps.limit_all_in(set)?.into_iter().collect();
     let keep: HashSet<&IpNet> = limits.iter().map(|(n, _)| n).collect();
+    let mut slots = maps.limit_slots_in(set)?;
     for net in have.keys().filter(|n| !keep.contains(n)) {
         maps.limit_del_in(set, net)?;
+        slots.free(net);
     }
     for (net, e) in limits {
-        if have.get(net) != Some(e) {
-            maps.limit_put_in(set, net, *e)?;
+        // Slots are per set: compare what the class says, not where it is.
+        let same = have
+            .get(net)
+            .is_some_and(|h| LimitEntry { slot: e.slot, ..*h } == *e);
+        if !same {
+            maps.limit_put_slotted(set, net, *e, &mut slots)?;
         }
     }
     Ok(())

@@ -88,6 +88,37 @@ macro_rules! by_family {
     }};
 }
 
+/// The `LIMITS` slots of one set's classes.
+#[derive(Default)]
+pub struct Slots {
+    by_net: std::collections::HashMap<IpNet, u16>,
+}
+
+impl Slots {
+    /// The prefix's slot, or the lowest free one (slot 0 is not a class's).
+    fn slot_for(&mut self, net: &IpNet) -> Result<u16> {
+        if let Some(s) = self.by_net.get(net).filter(|s| **s != 0) {
+            return Ok(*s);
+        }
+        let taken: std::collections::HashSet<u16> = self.by_net.values().copied().collect();
+        let slot = (1..firewall_common::LIMIT_SLOTS as u16)
+            .find(|s| !taken.contains(s))
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "no room for another limit class: at most {} fit",
+                    firewall_common::maps::LIMIT_CAPACITY
+                )
+            })?;
+        self.by_net.insert(*net, slot);
+        Ok(slot)
+    }
+
+    /// Forget a removed class's slot.
+    pub fn free(&mut self, net: &IpNet) {
+        self.by_net.remove(net);
+    }
+}
+
 /// Whether `net` is one address: such entries go to the host hashes.
 pub fn is_host(net: &IpNet) -> bool {
     net.prefix_len() == net.max_prefix_len()
@@ -365,8 +396,38 @@ impl Maps {
         Ok(e.filter(|e| e.prefix_len == net.prefix_len()))
     }
 
-    pub fn limit_put_in(&mut self, set: usize, net: &IpNet, mut entry: LimitEntry) -> Result<()> {
+    /// Insert a class into set `set`, giving it a slot in `LIMITS` (its
+    /// old one if the prefix had one) and writing its limit there.
+    pub fn limit_put_in(&mut self, set: usize, net: &IpNet, entry: LimitEntry) -> Result<()> {
+        let mut slots = self.limit_slots_in(set)?;
+        self.limit_put_slotted(set, net, entry, &mut slots)
+    }
+
+    /// Which slot each class of set `set` has.
+    pub fn limit_slots_in(&self, set: usize) -> Result<Slots> {
+        let mut s = Slots::default();
+        for (net, e) in self.limit_all_in(set)? {
+            s.by_net.insert(net, e.slot);
+        }
+        Ok(s)
+    }
+
+    /// `limit_put_in` with the set's slots already read (for many puts).
+    pub fn limit_put_slotted(
+        &mut self,
+        set: usize,
+        net: &IpNet,
+        mut entry: LimitEntry,
+        slots: &mut Slots,
+    ) -> Result<()> {
         entry.prefix_len = net.prefix_len();
+        entry.slot = slots.slot_for(net)?;
+        // The limit goes in first: a packet that finds the entry finds it.
+        self.limits.set(
+            set as u32 * firewall_common::LIMIT_SLOTS + entry.slot as u32,
+            entry.limit,
+            0,
+        )?;
         by_family!(
             net,
             &mut self.limit_v4[set],

@@ -126,7 +126,9 @@ fn is_bpffs(p: &Path) -> bool {
 
 /// The capacities `[table]` gives each sized map.
 pub fn table_sizes(table: &crate::policy::Table) -> Vec<(&'static str, u32)> {
-    std::iter::once((names::SOURCES, table.max_sources))
+    [names::SOURCES_V4, names::SOURCES_V6]
+        .into_iter()
+        .map(|n| (n, table.max_sources))
         .chain(
             names::LIST_MAPS
                 .iter()
@@ -333,7 +335,7 @@ pub fn detach(pin_dir: &Path, iface: Option<&str>) -> Result<Vec<Attachment>> {
 
 /// Ids of our programs currently loaded that use this pin directory's maps.
 pub fn program_ids(pin_dir: &Path) -> Vec<(String, u32)> {
-    let Ok(data) = aya::maps::MapData::from_pin(pin_dir.join(names::SOURCES)) else {
+    let Ok(data) = aya::maps::MapData::from_pin(pin_dir.join(names::SOURCES_V4)) else {
         return Vec::new();
     };
     let Ok(info) = data.info() else {

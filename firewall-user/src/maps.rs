@@ -10,7 +10,8 @@ use aya::maps::{
 };
 use firewall_common::{
     maps::{self as names, MAX_RULES},
-    AddrV4, AddrV6, Config, Counter, LimitEntry, ListEntry, Rule, SourceKey, SourceState,
+    AddrV4, AddrV6, Config, Counter, Limit, LimitEntry, ListEntry, Rule, SourceKey, SourceKey4,
+    SourceKey6, SourceState, LIMIT_SLOTS,
 };
 
 /// The allow or block list of one address family: prefixes in a trie...
@@ -35,7 +36,10 @@ pub struct Maps {
     pub counters: PerCpuArray<MapData, Counter>,
     pub rule_counters: PerCpuArray<MapData, Counter>,
     pub stats: PerCpuArray<MapData, u64>,
-    pub sources: HashMap<MapData, SourceKey, SourceState>,
+    pub sources_v4: HashMap<MapData, SourceKey4, SourceState>,
+    pub sources_v6: HashMap<MapData, SourceKey6, SourceState>,
+    /// `[[limit]]` class limits by slot, per set (`set * LIMIT_SLOTS + slot`).
+    pub limits: Array<MapData, Limit>,
     pub allow_v4: [V4List; 2],
     pub allow_v6: [V6List; 2],
     pub block_v4: [V4List; 2],
@@ -78,7 +82,9 @@ impl Maps {
             counters: typed!(dir, names::COUNTERS),
             rule_counters: typed!(dir, names::RULE_COUNTERS),
             stats: typed!(dir, names::STATS),
-            sources: typed!(dir, names::SOURCES),
+            sources_v4: typed!(dir, names::SOURCES_V4),
+            sources_v6: typed!(dir, names::SOURCES_V6),
+            limits: typed!(dir, names::LIMITS),
             allow_v4: [
                 typed!(dir, names::ALLOW_V4[0]),
                 typed!(dir, names::ALLOW_V4[1]),
@@ -173,12 +179,19 @@ impl Maps {
         let next = 1 - active;
         let mut cfg = self.config()?;
         f(&mut cfg);
+        let mut wrapped = false;
         if bump {
             cfg.generation = cfg.generation.wrapping_add(1);
+            // Tracked sources keep the low 16 bits: once they come round
+            // again, an entry left untouched since could pass as current.
+            wrapped = firewall_common::short_generation(cfg.generation) == 0;
         }
         cfg.set = next as u8;
         self.config.set(next as u32, cfg, 0)?;
         self.active.set(0, next as u32, 0)?;
+        if wrapped {
+            self.clear_sources()?;
+        }
         Ok(cfg)
     }
 
@@ -237,23 +250,86 @@ impl Maps {
             .collect()
     }
 
-    /// Source prefixes in the per-source table: a batched walk (about as
-    /// long as a memory copy of the table), falling back to key by key.
+    /// Source prefixes in the per-source tables: a batched walk (about as
+    /// long as a memory copy of the tables), falling back to key by key.
     pub fn count_sources(&self) -> Result<usize> {
-        let data = MapData::from_pin(self.dir.join(names::SOURCES))?;
-        match crate::batch::count(
-            &data,
-            std::mem::size_of::<SourceKey>(),
-            std::mem::size_of::<SourceState>(),
-        ) {
-            Ok(n) => Ok(n),
-            Err(_) => Ok(self.sources.keys().filter(|k| k.is_ok()).count()),
+        let count = |name: &str, key: usize, fallback: &dyn Fn() -> usize| -> Result<usize> {
+            let data = MapData::from_pin(self.dir.join(name))?;
+            Ok(
+                crate::batch::count(&data, key, std::mem::size_of::<SourceState>())
+                    .unwrap_or_else(|_| fallback()),
+            )
+        };
+        Ok(count(
+            names::SOURCES_V4,
+            std::mem::size_of::<SourceKey4>(),
+            &|| self.sources_v4.keys().filter(|k| k.is_ok()).count(),
+        )? + count(
+            names::SOURCES_V6,
+            std::mem::size_of::<SourceKey6>(),
+            &|| self.sources_v6.keys().filter(|k| k.is_ok()).count(),
+        )?)
+    }
+
+    /// Every tracked source, both families (entries evicted meanwhile are
+    /// skipped).
+    pub fn sources(&self) -> Vec<(SourceKey, SourceState)> {
+        let v4 = self
+            .sources_v4
+            .iter()
+            .flatten()
+            .map(|(k, s)| (SourceKey::from_v4(&k), s));
+        let v6 = self
+            .sources_v6
+            .iter()
+            .flatten()
+            .map(|(k, s)| (SourceKey::from_v6(&k), s));
+        v4.chain(v6).collect()
+    }
+
+    /// The tracked state of one source, if any.
+    pub fn source(&self, key: &SourceKey) -> Option<SourceState> {
+        if key.family == 4 {
+            self.sources_v4.get(&key.v4(), 0).ok()
+        } else {
+            self.sources_v6.get(&key.v6(), 0).ok()
         }
     }
 
-    /// Capacity of the per-source table, as loaded (`[table] max_sources`).
+    /// Forget every tracked source (they start again with a full bucket).
+    pub fn clear_sources(&mut self) -> Result<()> {
+        let k4: Vec<SourceKey4> = self.sources_v4.keys().flatten().collect();
+        for k in k4 {
+            let _ = self.sources_v4.remove(&k);
+        }
+        let k6: Vec<SourceKey6> = self.sources_v6.keys().flatten().collect();
+        for k in k6 {
+            let _ = self.sources_v6.remove(&k);
+        }
+        Ok(())
+    }
+
+    /// The limit a tracked source is held to, as the program finds it.
+    pub fn limit_of(&self, key: &SourceKey, st: &SourceState) -> Result<Limit> {
+        let cfg = self.config()?;
+        let set = cfg.set as u32 & 1;
+        if st.slot() != 0 {
+            return Ok(self
+                .limits
+                .get(&(set * LIMIT_SLOTS + st.slot() as u32), 0)?);
+        }
+        if key.rule != 0 {
+            return Ok(self
+                .rules
+                .get(&(set * MAX_RULES + key.rule as u32 - 1), 0)?
+                .limit);
+        }
+        Ok(cfg.default_limit)
+    }
+
+    /// Capacity of each per-source table, as loaded (`[table] max_sources`).
     pub fn sources_capacity(&self) -> Result<u32> {
-        let data = MapData::from_pin(self.dir.join(names::SOURCES))?;
+        let data = MapData::from_pin(self.dir.join(names::SOURCES_V4))?;
         Ok(data.info()?.max_entries())
     }
 

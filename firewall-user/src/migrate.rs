@@ -43,6 +43,20 @@ impl Report {
 pub fn prepare(pin_dir: &Path, object: &[u8], sizes: &[(&str, u32)]) -> Result<Vec<Pending>> {
     let obj = aya_obj::Object::parse(object).context("parsing the data-plane object")?;
     let mut pending = Vec::new();
+    // The one per-source table of earlier layouts: its entries have no
+    // place in the per-family tables' compact state; their sources start
+    // again with a full bucket. Reported by `finish`.
+    let legacy = pin_dir.join(names::SOURCES_LEGACY);
+    if legacy.exists() {
+        let old = RawMap::open_pinned(&legacy).context("opening the old per-source table")?;
+        let entries = old.entries()?;
+        std::fs::remove_file(&legacy).with_context(|| format!("unpinning {}", legacy.display()))?;
+        pending.push(Pending {
+            name: names::SOURCES_LEGACY.to_string(),
+            old: old.shape,
+            entries,
+        });
+    }
     for name in names::ALL {
         let path = pin_dir.join(name);
         if !path.exists() {
@@ -118,6 +132,15 @@ pub fn finish(pin_dir: &Path, pending: Vec<Pending>) -> Report {
     let mut report = Report::default();
     for p in pending {
         let n = p.entries.len();
+        if p.name == names::SOURCES_LEGACY {
+            report.not_migrated.push(format!(
+                "{}: {n} tracked sources start again with a full bucket (now one table per address family, {} and {})",
+                p.name,
+                names::SOURCES_V4,
+                names::SOURCES_V6
+            ));
+            continue;
+        }
         let new = match RawMap::open_pinned(&pin_dir.join(&p.name)) {
             Ok(m) => m,
             Err(e) => {

@@ -182,7 +182,7 @@ fn flood_guard_caps_new_sources_and_spares_known_ones() {
     }
     assert_eq!(h.packets(Verdict::Blocked), 20);
     // Refused sources got no bucket: the table holds the admitted ones only.
-    let tracked = h.maps.sources.keys().count() as u64;
+    let tracked = h.maps.count_sources().unwrap() as u64;
     assert!(tracked <= share + 1, "{tracked} entries");
 }
 
@@ -201,13 +201,15 @@ fn policy_changes_apply_to_tracked_sources_on_their_next_packet() {
     assert_eq!(h.packets(Verdict::Blocked), 1);
     lists::del(&mut h.maps, List::Block, &[net]).unwrap();
     assert_eq!(h.run(Hook::Xdp, &f, 1).unwrap(), tests::harness::XDP_PASS);
-    // At 1/s the bucket is nearly empty; a class of 1000/s refills it
-    // within 30 ms, which the old limit would take 20 s to do.
+    // At 1/s the bucket is nearly empty. A class of 1000/s applies from the
+    // next packet on (from an empty bucket, as a source over its old limit
+    // has none left): 20 packets at 500/s pass, where the old limit would
+    // pass one.
     limits::set(&mut h.maps, Some("198.51.100.0/24"), 1000, 50).unwrap();
-    std::thread::sleep(Duration::from_millis(30));
     let before = h.packets(Verdict::Passed);
-    for _ in 0..20 {
+    for _ in 0..21 {
         h.run(Hook::Xdp, &f, 1).unwrap();
+        std::thread::sleep(Duration::from_millis(2));
     }
     assert!(
         h.packets(Verdict::Passed) - before >= 19,
@@ -429,11 +431,13 @@ fn the_program_reads_jiffies_where_the_kernel_has_them() {
         panic!("the loader fell back to ktime on a kernel with jiffies");
     };
     assert!((24..=1000).contains(&hz), "HZ {hz}");
-    // The program's time (a new source's bucket is stamped with it) trails
-    // CLOCK_MONOTONIC by at most two ticks and never runs ahead of it.
+    // The program's time (a new source's bucket is stamped with it: `tat`
+    // is its time plus one token) trails CLOCK_MONOTONIC by at most two
+    // ticks and never runs ahead of it.
     let mut h = h;
-    for _ in 0..20 {
-        let src = [198, 51, 100, 77];
+    let t = cfg.default_limit.gcra_t();
+    for i in 0..20u8 {
+        let src = [198, 51, 100, 100 + i];
         let t0 = mono_ns();
         h.run(Hook::Xdp, &udp_from(src), 1).unwrap();
         let t1 = mono_ns();
@@ -442,7 +446,8 @@ fn the_program_reads_jiffies_where_the_kernel_has_them() {
             ..Default::default()
         };
         key.addr[..4].copy_from_slice(&src);
-        let stamped = h.maps.sources.get(&key, 0).unwrap().bucket.last_ns;
+        let tat = h.maps.source(&key).expect("tracked").tat;
+        let stamped = (tat - t) >> firewall_common::bucket::GCRA_SHIFT;
         assert!(
             stamped <= t1 && stamped + 2 * cfg.tick_ns >= t0,
             "program time {stamped} vs monotonic {t0}..{t1} (tick {} ns)",

@@ -1,7 +1,7 @@
 //! `firewall top`: the sources with the most drops.
 
 use anyhow::Result;
-use firewall_common::{class, SourceKey, SourceState};
+use firewall_common::{class, gcra_tokens, SourceKey, SourceState};
 use serde::Serialize;
 
 use crate::{addr::key_net, clock::mono_ns, maps::Maps};
@@ -22,7 +22,7 @@ pub struct Row {
 
 pub fn entries(maps: &Maps) -> Result<Vec<(SourceKey, SourceState)>> {
     // Entries may be evicted while iterating: skip what vanished.
-    Ok(maps.sources.iter().flatten().collect())
+    Ok(maps.sources())
 }
 
 /// What `top` ranks sources by.
@@ -61,8 +61,10 @@ pub fn rows_of(
             } else {
                 cfg.ipv6_prefix
             };
-            let tokens = if s.class == class::LIMITED {
-                s.bucket.tokens_at(&s.limit, now)
+            let tokens = if s.class() == class::LIMITED {
+                maps.limit_of(&k, &s)
+                    .map(|l| gcra_tokens(s.tat, &l, now))
+                    .unwrap_or(0)
             } else {
                 0
             };
@@ -70,10 +72,10 @@ pub fn rows_of(
                 prefix: key_net(&k, prefix).to_string(),
                 rule: (k.rule > 0)
                     .then(|| names.get(k.rule as usize - 1).cloned().unwrap_or_default()),
-                packets: s.packets,
-                drops: s.drops,
+                packets: s.packets.into(),
+                drops: s.drops.into(),
                 tokens,
-                state: match s.class {
+                state: match s.class() {
                     class::ALLOWED => "allowed",
                     class::BLOCKED => "blocked",
                     _ => "limited",

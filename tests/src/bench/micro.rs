@@ -409,7 +409,7 @@ fn perf_profile(prog: BorrowedFd<'_>, frame: &[u8], ns: f64, cpu: usize) -> Vec<
 
 /// Entries in the per-source table.
 fn table_len(p: &Product) -> u64 {
-    p.maps.sources.keys().take(10_000_000).count() as u64
+    p.maps.count_sources().unwrap_or(0) as u64
 }
 
 /// Kernel-accounted memory of the per-source table (and of all maps).
@@ -426,20 +426,28 @@ fn memory(p: &Product) -> Value {
         total += memlock;
         maps.push(json!({"map": name, "memlock": memlock, "max_entries": max_entries}));
     }
-    let sources = maps
-        .iter()
-        .find(|m| m["map"] == names::SOURCES)
-        .cloned()
-        .unwrap_or(Value::Null);
-    let per = match (sources["memlock"].as_u64(), sources["max_entries"].as_u64()) {
-        (Some(m), Some(n)) if n > 0 => Some(m as f64 / n as f64),
-        _ => None,
+    let per_source = |name: &str| {
+        let m = maps
+            .iter()
+            .find(|m| m["map"] == name)
+            .cloned()
+            .unwrap_or(Value::Null);
+        let per = match (m["memlock"].as_u64(), m["max_entries"].as_u64()) {
+            (Some(mem), Some(n)) if n > 0 => Some(mem as f64 / n as f64),
+            _ => None,
+        };
+        (m, per)
     };
+    let (v4, per_v4) = per_source(names::SOURCES_V4);
+    let (v6, per_v6) = per_source(names::SOURCES_V6);
     json!({
         "sources_capacity": firewall_common::maps::SOURCES_CAPACITY,
-        "sources_memlock": sources["memlock"],
-        "bytes_per_tracked_source": per,
-        "key_value_bytes": std::mem::size_of::<SourceKey>() + std::mem::size_of::<SourceState>(),
+        "sources_memlock": v4["memlock"],
+        "sources_v6_memlock": v6["memlock"],
+        "bytes_per_tracked_source": per_v4,
+        "bytes_per_tracked_source_v6": per_v6,
+        "key_value_bytes": std::mem::size_of::<firewall_common::SourceKey4>() + std::mem::size_of::<SourceState>(),
+        "key_value_bytes_v6": std::mem::size_of::<firewall_common::SourceKey6>() + std::mem::size_of::<SourceState>(),
         "all_maps_memlock": total,
         "maps": maps,
     })

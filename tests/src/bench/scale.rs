@@ -7,7 +7,7 @@ use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
-use firewall_common::{class, maps::SOURCES_CAPACITY, Bucket, SourceKey, SourceState};
+use firewall_common::{class, maps::SOURCES_CAPACITY, short_generation, SourceKey4, SourceState};
 use firewall_user::maps::Maps;
 
 use super::contenders::TempDir;
@@ -98,11 +98,7 @@ pub fn run(cfg: &Cfg) -> Result<Value> {
             w["profile"] = live::profile(&topo, &gen, cfg, &ids)
                 .unwrap_or_else(|e| json!({"error": format!("{e:#}")}));
         }
-        let entries_after = Maps::open(d.pin_dir())?
-            .sources
-            .keys()
-            .take(10_000_000)
-            .count();
+        let entries_after = Maps::open(d.pin_dir())?.count_sources()?;
         prefill.push(json!({
             "percent": pct, "pool": pool, "prefilled": inserted,
             "entries_before": present, "entries_after": entries_after,
@@ -173,32 +169,28 @@ fn fill(d: &FirewallDaemon, n: u32) -> Result<(u32, usize)> {
     let now = firewall_user::clock::mono_ns();
     let base = u32::from(SPOOF_BASE);
     let mut inserted = 0;
+    // An empty bucket: full again one bucket depth from now.
+    let l = cfg.default_limit;
+    let tat = (now << firewall_common::bucket::GCRA_SHIFT) + l.gcra_tau() + l.gcra_t();
     for i in 0..n {
-        let mut addr = [0u8; 16];
-        addr[..4].copy_from_slice(&(base + i).to_be_bytes());
-        let key = SourceKey {
-            addr,
-            family: 4,
+        let key = SourceKey4 {
+            addr: (base + i).to_be_bytes(),
             rule: 0,
-            _pad: [0; 2],
+            _pad: [0; 3],
         };
         let st = SourceState {
-            bucket: Bucket {
-                credit: 0,
-                last_ns: now,
-            },
-            limit: cfg.default_limit,
-            generation: cfg.generation,
-            class: class::LIMITED,
-            window_start_ns: now,
+            tat,
+            packets: 1,
+            generation: short_generation(cfg.generation),
+            class_slot: SourceState::pack(class::LIMITED, 0),
             ..Default::default()
         };
-        maps.sources
+        maps.sources_v4
             .insert(key, st, 0)
             .context("pre-filling the per-source table")?;
         inserted += 1;
     }
-    let present = maps.sources.keys().take(10_000_000).count();
+    let present = maps.count_sources()?;
     Ok((inserted, present))
 }
 
