@@ -522,7 +522,7 @@ fn an_auto_ban_is_pushed_as_an_alert_and_not_looped_back() {
         return;
     }
     let sb = Sandbox::new().unwrap();
-    let lapi = Lapi::start(&sb.gw_ns);
+    let mut lapi = Lapi::start(&sb.gw_ns);
     let policy = policy_file(&format!(
         "[defaults]\nrate = 50\nburst = 10\n[autoban]\ndrops = 100\nwindow = \"5s\"\nban = \"1m\"\nmax_ban = \"1h\"\n\
          [crowdsec]\nlapi_url = \"http://127.0.0.1:{LAPI_PORT}\"\napi_key_file = \"{}\"\npoll = \"1s\"\npush = true\nmachine_id = \"{MACHINE}\"\npassword_file = \"{}\"\n",
@@ -586,6 +586,42 @@ fn an_auto_ban_is_pushed_as_an_alert_and_not_looped_back() {
         events.iter().any(|e| e["event"] == "crowdsec_push"),
         "{events:?}"
     );
+
+    // With the LAPI down, a second ban waits in the outbox and is sent once
+    // the LAPI is back.
+    lapi.kill();
+    tests::send_udp(
+        &sb.attacker_path(),
+        Some(ip("198.51.100.3")),
+        sock("198.51.100.1", 9000),
+        1000,
+        Duration::from_secs(1),
+    );
+    fw.wait_for_event(Duration::from_secs(5), |e| {
+        e["event"] == "ban" && e["prefix"] == "198.51.100.3/32"
+    })
+    .expect("the second flood is auto-banned");
+    until(Duration::from_secs(20), || {
+        let s = json(&fw, &["crowdsec", "status", "--json"]);
+        s["alerts"]["pending"] == 1 && s["reachable"] == false
+    })
+    .expect("the alert waits while the LAPI is down");
+    assert_eq!(metric(&sb, "firewall_crowdsec_alerts_pending"), 1.0);
+    lapi.spawn();
+    let sent = until(Duration::from_secs(90), || {
+        lapi.decisions()
+            .iter()
+            .any(|d| d["value"] == "198.51.100.3" && d["scenario"] == "firewall/autoban")
+    })
+    .expect("the queued alert reaches the LAPI after its restart");
+    println!("alert queued during the outage -> in the LAPI {sent:?} after its restart");
+    until(Duration::from_secs(10), || {
+        json(&fw, &["crowdsec", "status", "--json"])["alerts"]["pushed"] == 2
+    })
+    .expect("two alerts pushed in all");
+    let status = json(&fw, &["crowdsec", "status", "--json"]);
+    assert_eq!(status["alerts"]["pending"], 0, "{status}");
+    assert_eq!(status["decisions"]["applied"], 0, "{status}");
     let pw = std::fs::read_to_string(&lapi.password_file).unwrap();
     assert!(!fw.stdout().contains(pw.trim()) && !fw.stderr().contains(pw.trim()));
 }
@@ -661,6 +697,116 @@ fn twenty_thousand_imported_decisions_are_enforced() {
         metric(&sb, "firewall_crowdsec_decisions_total{result=\"deleted\"}"),
         N as f64
     );
+}
+
+#[test]
+fn a_startup_pull_of_100000_decisions_and_a_restart_resync() {
+    if !can_run("a_startup_pull_of_100000_decisions_and_a_restart_resync") {
+        return;
+    }
+    let sb = Sandbox::new().unwrap();
+    let lapi = Lapi::start(&sb.gw_ns);
+    const N: u32 = 100_000;
+    let addr = |i: u32| std::net::Ipv4Addr::from(0x6440_0000 + i);
+    let mut csv = String::from("duration,scope,value\n");
+    for i in 0..N {
+        csv.push_str(&format!("4h,ip,{}\n", addr(i)));
+    }
+    let file = lapi.dir.join("import.csv");
+    std::fs::write(&file, csv).unwrap();
+    let t = Instant::now();
+    lapi.cscli(&["decisions", "import", "-i", file.to_str().unwrap()]);
+    println!("cscli decisions import of {N}: {:?}", t.elapsed());
+
+    // The firewall starts with all of them waiting in the LAPI.
+    let policy = crowdsec_policy(&lapi.key_file, "1s", "", LAPI_PORT);
+    let started = Instant::now();
+    let mut fw = start_fw(&sb, &policy);
+    let entries = |fw: &FirewallDaemon| {
+        json(fw, &["status", "--json"])["blocklist_entries"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    let all_in = until(Duration::from_secs(90), || entries(&fw) >= N as u64)
+        .unwrap_or_else(|| panic!("{} of {N} entries after 90 s", entries(&fw)));
+    let pull = fw
+        .wait_for_event(Duration::from_secs(5), |e| {
+            e["event"] == "crowdsec_pull" && e["startup"] == true && e["written"] == N
+        })
+        .expect("one startup pull wrote them all");
+    let apply_ms = pull["apply_ms"].as_f64().unwrap();
+    println!(
+        "startup pull of {N}: daemon start -> all enforced {:?} (after ready: {all_in:?}); answer received -> maps written: {apply_ms:.0} ms",
+        started.elapsed()
+    );
+    assert!(
+        apply_ms < 2000.0,
+        "{N} decisions took {apply_ms} ms to write"
+    );
+    let probe_frames = |ids: &[u32]| -> Vec<Vec<u8>> {
+        ids.iter()
+            .map(|i| {
+                sb.attacker_frame(IpAddr::V4(addr(*i)), ip("198.51.100.1"))
+                    .udp(1, 9000, 10)
+                    .build()
+            })
+            .collect()
+    };
+    let before = verdict(&fw, "blocked");
+    send_raw(
+        &sb.attacker_path(),
+        &sb.attacker_if,
+        &probe_frames(&[0, N / 2, N - 1]),
+        None,
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(verdict(&fw, "blocked") - before, 3);
+
+    // The controller stops (the data plane keeps enforcing); a decision is
+    // deleted meanwhile; the next controller resyncs: that one entry goes,
+    // nothing is rewritten or counted twice.
+    let pin = fw.pin_dir().to_path_buf();
+    fw.stop();
+    lapi.cscli(&["decisions", "delete", "--ip", &addr(7).to_string()]);
+    let metrics = format!("127.0.0.1:{METRICS_PORT}");
+    let fw2 = FirewallDaemon::spawn(
+        &tests::firewall_bin(),
+        &sb.gw_ns,
+        &pin,
+        &[
+            "--iface",
+            &sb.gw_attacker_if,
+            "--config",
+            policy.to_str().unwrap(),
+            "--metrics-addr",
+            &metrics,
+        ],
+    )
+    .expect("a second controller adopts the data plane");
+    let resync = fw2
+        .wait_for_event(Duration::from_secs(60), |e| {
+            e["event"] == "crowdsec_pull" && e["startup"] == true
+        })
+        .expect("the new controller's startup pull");
+    println!("restart resync: {resync}");
+    assert_eq!(resync["written"], 0, "{resync}");
+    assert_eq!(resync["removed"], 1, "{resync}");
+    assert_eq!(entries(&fw2), N as u64 - 1);
+    let before = verdict(&fw2, "blocked");
+    send_raw(
+        &sb.attacker_path(),
+        &sb.attacker_if,
+        &probe_frames(&[7, 8]),
+        None,
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        verdict(&fw2, "blocked") - before,
+        1,
+        "only the kept decision blocks"
+    );
+    drop(fw2);
+    drop(fw);
 }
 
 #[test]
