@@ -810,6 +810,79 @@ fn a_startup_pull_of_100000_decisions_and_a_restart_resync() {
 }
 
 #[test]
+fn reloads_start_and_stop_the_bouncer() {
+    if !can_run("reloads_start_and_stop_the_bouncer") {
+        return;
+    }
+    let sb = Sandbox::new().unwrap();
+    let lapi = Lapi::start(&sb.gw_ns);
+    let policy = policy_file("[defaults]\nrate = 1000\nburst = 1000\n");
+    let fw = start_fw(&sb, &policy);
+    let sink = UdpSink::bind(&sb.gw_path(), sock("::", 9000));
+    assert_eq!(status(&fw)["configured"], false);
+    lapi.cscli(&[
+        "decisions",
+        "add",
+        "--ip",
+        "198.51.100.2",
+        "--duration",
+        "1h",
+    ]);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        passing(&sb, &sink, &["198.51.100.2"]),
+        "no [crowdsec], no bouncer"
+    );
+    // The section added: the bouncer starts with a full pull.
+    let with = crowdsec_policy(&lapi.key_file, "1s", "", LAPI_PORT);
+    std::fs::copy(&with, &policy).unwrap();
+    fw.wait_for_event(Duration::from_secs(5), |e| e["event"] == "crowdsec_start")
+        .expect("crowdsec_start after the reload");
+    until(Duration::from_secs(10), || {
+        blocked(&sb, &sink, &["198.51.100.2"])
+    })
+    .expect("the decision made before the reload is enforced");
+    assert_eq!(status(&fw)["configured"], true);
+    // The section removed: the bouncer stops; its entries stay until they
+    // expire, and new decisions are not pulled.
+    std::fs::write(&policy, "[defaults]\nrate = 1000\nburst = 1000\n").unwrap();
+    fw.wait_for_event(Duration::from_secs(5), |e| e["event"] == "crowdsec_stop")
+        .expect("crowdsec_stop after the reload");
+    lapi.cscli(&[
+        "decisions",
+        "add",
+        "--ip",
+        "198.51.100.3",
+        "--duration",
+        "1h",
+    ]);
+    std::thread::sleep(Duration::from_millis(2500));
+    assert!(blocked(&sb, &sink, &["198.51.100.2"]));
+    assert!(passing(&sb, &sink, &["198.51.100.3"]));
+    assert_eq!(status(&fw)["configured"], false);
+    let m = scrape(&sb.gw_path(), METRICS_PORT);
+    assert!(
+        !m.contains("firewall_crowdsec_lapi_up"),
+        "series exported without [crowdsec]"
+    );
+    // Broken section: the reload is rejected and names the problem.
+    std::fs::write(
+        &policy,
+        "[crowdsec]\nlapi_url = \"https://127.0.0.1:8080\"\napi_key_file = \"/k\"\n",
+    )
+    .unwrap();
+    let ev = fw
+        .wait_for_event(Duration::from_secs(5), |e| {
+            e["event"] == "reload" && e["result"] == "error"
+        })
+        .expect("reload error");
+    assert!(
+        ev["errors"].to_string().contains("https is not supported"),
+        "{ev}"
+    );
+}
+
+#[test]
 fn lapi_outage_keeps_enforcement_and_deltas_resume() {
     if !can_run("lapi_outage_keeps_enforcement_and_deltas_resume") {
         return;

@@ -273,11 +273,26 @@ impl Loop {
         self.outbox.prune();
     }
 
-    fn fail_push(&mut self, why: String) {
+    /// Alerts stay queued; retry later. Only a LAPI that did not answer
+    /// counts as down: a refused login (wrong password) is the watcher's
+    /// problem, logged once per run of failures, while the bouncer may be
+    /// pulling fine.
+    fn fail_push(&mut self, failure: Failure) {
         self.push_failures += 1;
         Counters::add(&c(&self.w).errors, 1);
         self.next_push = Instant::now() + backoff(self.w.cfg.poll, self.push_failures);
-        self.reachable(false, Some(why));
+        let why = failure.to_string();
+        match failure {
+            Failure::Unreachable(_) => self.reachable(false, Some(why)),
+            _ => {
+                if self.push_failures == 1 {
+                    self.w
+                        .log
+                        .emit("crowdsec_error", json!({"api": "watcher", "error": why}));
+                }
+                self.status.last_error = Some(why);
+            }
+        }
     }
 
     fn push(&mut self) {
@@ -288,18 +303,19 @@ impl Loop {
                 Some(t) => t,
                 None => {
                     let Some(pw_file) = self.w.cfg.password_file.clone() else {
-                        return self.fail_push("push = true needs password_file".into());
+                        return self
+                            .fail_push(Failure::Refused("push = true needs password_file".into()));
                     };
                     let pw = match read_secret(&pw_file, "password") {
                         Ok(p) => p,
-                        Err(e) => return self.fail_push(format!("{e:#}")),
+                        Err(e) => return self.fail_push(Failure::Refused(format!("{e:#}"))),
                     };
                     match self.lapi.login(&machine, &pw) {
                         Ok(t) => {
                             self.token = Some(t.clone());
                             t
                         }
-                        Err(e) => return self.fail_push(e.to_string()),
+                        Err(e) => return self.fail_push(e),
                     }
                 }
             };
@@ -329,7 +345,7 @@ impl Loop {
                     }
                     Err(e) => {
                         self.token = None;
-                        return self.fail_push(e.to_string());
+                        return self.fail_push(e);
                     }
                 }
             }
@@ -338,7 +354,9 @@ impl Loop {
             }
         }
         if !self.outbox.is_empty() {
-            return self.fail_push("alerts refused after a fresh login".into());
+            return self.fail_push(Failure::Refused(
+                "alerts refused after a fresh login".into(),
+            ));
         }
         self.push_failures = 0;
     }
