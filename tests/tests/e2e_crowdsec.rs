@@ -96,6 +96,10 @@ impl Lapi {
             std::fs::create_dir_all(dir.join(sub)).unwrap();
         }
         let d = dir.display();
+        // One database connection: the LAPI records each bouncer pull (a
+        // write), and with sqlite a pull during `cscli decisions import`
+        // otherwise fails the import with "database is locked" (1.4.6 sets
+        // no busy timeout); with one connection the writes queue instead.
         std::fs::write(
             dir.join("config.yaml"),
             format!(
@@ -103,7 +107,7 @@ impl Lapi {
                  config_paths:\n  config_dir: {d}/\n  data_dir: {d}/data/\n  simulation_path: {d}/simulation.yaml\n  hub_dir: {d}/hub/\n  index_path: {d}/hub/.index.json\n  notification_dir: {d}/notifications/\n  plugin_dir: /usr/lib/crowdsec/plugins/\n\
                  crowdsec_service:\n  acquisition_path: {d}/acquis.yaml\n\
                  cscli:\n  output: human\n\
-                 db_config:\n  log_level: info\n  type: sqlite\n  db_path: {d}/data/crowdsec.db\n  use_wal: true\n\
+                 db_config:\n  log_level: info\n  type: sqlite\n  db_path: {d}/data/crowdsec.db\n  use_wal: true\n  max_open_conns: 1\n\
                  api:\n  client:\n    insecure_skip_verify: false\n    credentials_path: {d}/cscli-credentials.yaml\n  server:\n    log_level: info\n    listen_uri: 127.0.0.1:{LAPI_PORT}\n    profiles_path: {d}/profiles.yaml\n\
                  prometheus:\n  enabled: false\n"
             ),
