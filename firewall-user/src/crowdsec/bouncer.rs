@@ -14,6 +14,11 @@
 //!   or a resync after an outage loses and duplicates nothing.
 //! - Everything is validated before the first map write; one answer is one
 //!   batch under the write lock.
+//! - A skipped decision is counted once, however many full pulls see it.
+//! - The LAPI (1.4) picks deltas by creation time, so a decision committed
+//!   while a pull reads can fall between two deltas. Decision ids are
+//!   sequential: a hole in the ids a delta brings is reported (`gap`) so
+//!   the worker resyncs with a full pull.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -70,6 +75,10 @@ pub struct Outcome {
     /// Map entries written and removed.
     pub written: usize,
     pub removed: usize,
+    /// New decisions in the answer (valid or not).
+    pub new: usize,
+    /// Ids missing between the highest seen before and this answer's.
+    pub gap: bool,
 }
 
 impl Outcome {
@@ -101,6 +110,10 @@ struct New {
 #[derive(Default)]
 pub struct Bouncer {
     held: HashMap<IpNet, Held>,
+    /// Ids of the skipped decisions still listed by the LAPI.
+    skipped: HashSet<i64>,
+    /// Highest decision id seen (0: none yet).
+    max_id: i64,
 }
 
 fn live(e: &ListEntry, now: u64) -> bool {
@@ -178,21 +191,41 @@ impl Bouncer {
     ) -> Result<Outcome> {
         let now = mono_ns();
         let mut out = Outcome::default();
+        let ids: Vec<i64> = [&stream.new, &stream.deleted]
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|d| d.id)
+            .collect();
+        out.gap = !startup && self.hole(&ids);
+        self.max_id = ids.iter().copied().fold(self.max_id, i64::max);
+        let new = stream.new.unwrap_or_default();
+        out.new = new.len();
+        let mut skipped = if startup {
+            HashSet::new()
+        } else {
+            std::mem::take(&mut self.skipped)
+        };
         let mut news = Vec::new();
-        for d in stream.new.unwrap_or_default() {
-            match accept(&d) {
-                Ok((net, _)) if outbox.is_ours(&net, &d.scenario) => {
-                    out.skip(Skip::Own, d.id, &d.scope, &d.value, &d.duration)
+        for d in new {
+            let why = match accept(&d) {
+                Ok((net, _)) if outbox.is_ours(&net, &d.scenario) => Skip::Own,
+                Ok((net, ttl)) => {
+                    news.push(New {
+                        id: d.id,
+                        net,
+                        expires_ns: now.saturating_add(ttl.as_nanos() as u64),
+                        scenario: d.scenario,
+                    });
+                    continue;
                 }
-                Ok((net, ttl)) => news.push(New {
-                    id: d.id,
-                    net,
-                    expires_ns: now.saturating_add(ttl.as_nanos() as u64),
-                    scenario: d.scenario,
-                }),
-                Err(why) => out.skip(why, d.id, &d.scope, &d.value, &d.duration),
+                Err(why) => why,
+            };
+            if skipped.insert(d.id) && !self.skipped.contains(&d.id) {
+                out.skip(why, d.id, &d.scope, &d.value, &d.duration);
             }
         }
+        self.skipped = skipped;
         // A deletion is matched by prefix and id; one we cannot read cannot
         // match anything we hold, so it is ignored.
         let dels: Vec<(i64, IpNet)> = stream
@@ -210,6 +243,20 @@ impl Bouncer {
         }
         batch.commit(maps, &mut out)?;
         Ok(out)
+    }
+
+    /// Whether the ids above the highest seen so far leave a hole.
+    fn hole(&self, ids: &[i64]) -> bool {
+        if self.max_id == 0 {
+            return false;
+        }
+        let mut above: Vec<i64> = ids.iter().copied().filter(|i| *i > self.max_id).collect();
+        above.sort_unstable();
+        above.dedup();
+        match above.last() {
+            Some(top) => (top - self.max_id) as usize != above.len(),
+            None => false,
+        }
     }
 
     /// A startup pull: the whole set replaces what we held.
@@ -324,5 +371,27 @@ impl Bouncer {
         // Expired decisions: the daemon's expiry removes their entries.
         self.held.retain(|_, h| h.expiry() > now);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Bouncer;
+
+    #[test]
+    fn a_hole_in_the_ids_is_a_gap() {
+        let fresh = Bouncer::default();
+        assert!(!fresh.hole(&[40, 90]), "nothing seen yet: no reference");
+        let b = Bouncer {
+            max_id: 10,
+            ..Default::default()
+        };
+        assert!(!b.hole(&[]));
+        assert!(!b.hole(&[11, 12]));
+        assert!(!b.hole(&[13, 11, 12, 12]));
+        assert!(!b.hole(&[3, 7]), "old ids (deletions) do not count");
+        assert!(b.hole(&[12]));
+        assert!(b.hole(&[11, 13]));
+        assert!(b.hole(&[5, 12, 14, 13]));
     }
 }

@@ -26,6 +26,12 @@ use crate::{clock::rfc3339, daemon::events::EventLog, maps::Maps};
 
 /// Longest wait between retries while the LAPI fails.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// A full pull this often, whatever happens: the LAPI's deltas can miss a
+/// decision committed while a pull reads (see `bouncer`).
+const RESYNC_EVERY: Duration = Duration::from_secs(300);
+/// After a delta that brought decisions (a burst, maybe still being
+/// written), a full pull follows, at most this often.
+const SETTLE_EVERY: Duration = Duration::from_secs(30);
 
 pub struct Worker {
     pub pin_dir: PathBuf,
@@ -54,6 +60,10 @@ struct Loop {
     /// Next pull must be a full one (start, or after anything went wrong:
     /// the LAPI may have moved our delta cursor past an answer we lost).
     startup: bool,
+    /// When the next full pull is due anyway, and why.
+    resync_at: Instant,
+    resync_why: &'static str,
+    last_full: Instant,
     pull_failures: u32,
     push_failures: u32,
     next_pull: Instant,
@@ -89,6 +99,9 @@ impl Worker {
             outbox: Outbox::default(),
             status,
             startup: true,
+            resync_at: now + RESYNC_EVERY,
+            resync_why: "periodic",
+            last_full: now,
             pull_failures: 0,
             push_failures: 0,
             next_pull: now,
@@ -170,7 +183,16 @@ impl Loop {
     }
 
     fn pull(&mut self) {
-        let startup = self.startup;
+        let why = if self.startup {
+            if self.status.last_startup_pull.is_none() {
+                "start"
+            } else {
+                "retry"
+            }
+        } else {
+            self.resync_why
+        };
+        let startup = self.startup || Instant::now() >= self.resync_at;
         self.status.last_pull = Some(rfc3339(SystemTime::now()));
         let key = match read_secret(&self.w.cfg.api_key_file, "api key") {
             Ok(k) => k,
@@ -239,13 +261,29 @@ impl Loop {
             self.status.last_startup_pull = self.status.last_pull.clone();
         }
         if out.applied + out.deleted > 0 || out.written + out.removed > 0 || startup {
-            self.w.log.emit(
-                "crowdsec_pull",
-                json!({"startup": startup, "applied": out.applied, "deleted": out.deleted,
+            let mut ev = json!({"startup": startup, "applied": out.applied, "deleted": out.deleted,
                        "skipped": out.skipped_total(), "written": out.written,
                        "removed": out.removed, "active": self.bouncer.active(),
-                       "apply_ms": took.as_secs_f64() * 1000.0}),
-            );
+                       "apply_ms": took.as_secs_f64() * 1000.0});
+            if startup {
+                ev["reason"] = json!(why);
+            }
+            self.w.log.emit("crowdsec_pull", ev);
+        }
+        let now = Instant::now();
+        if startup {
+            self.last_full = now;
+            self.resync_at = now + RESYNC_EVERY;
+            self.resync_why = "periodic";
+        } else if out.gap {
+            self.resync_at = now;
+            self.resync_why = "gap";
+        } else if out.new > 0 {
+            let settle = (now + 2 * self.w.cfg.poll).max(self.last_full + SETTLE_EVERY);
+            if settle < self.resync_at {
+                self.resync_at = settle;
+                self.resync_why = "settle";
+            }
         }
         let skipped_real: u64 = out
             .skipped
