@@ -1122,7 +1122,24 @@ fn hostile_lapi_answers_are_rejected_or_skipped() {
             ),
         ),
         // After a rejection the bouncer resyncs with a full pull.
-        (200, full),
+        (200, full.clone()),
+        (200, r#"{"deleted":null,"new":null}"#.to_string()),
+        // A delta whose ids skip one (8): a decision may have been missed,
+        // so a full pull follows at once.
+        (
+            200,
+            format!(
+                r#"{{"deleted":null,"new":[{}]}}"#,
+                dec(9, "ban", "Ip", "203.0.113.9", "1h")
+            ),
+        ),
+        (
+            200,
+            full.replace(
+                r#""new":["#,
+                &format!(r#""new":[{},"#, dec(9, "ban", "Ip", "203.0.113.9", "1h")),
+            ),
+        ),
         (200, r#"{"deleted":null,"new":null}"#.to_string()),
     ];
     let port = 18080;
@@ -1130,7 +1147,7 @@ fn hostile_lapi_answers_are_rejected_or_skipped() {
     let policy = crowdsec_policy(&key_file, "500ms", "", port);
     let mut fw = start_fw(&sb, &policy);
     let sink = UdpSink::bind(&sb.gw_path(), sock("::", 9000));
-    until(Duration::from_secs(30), || server.requests().len() >= 7)
+    until(Duration::from_secs(30), || server.requests().len() >= 9)
         .expect("the bouncer keeps polling through bad answers");
     std::thread::sleep(Duration::from_millis(300));
     assert!(fw.is_running());
@@ -1144,9 +1161,12 @@ fn hostile_lapi_answers_are_rejected_or_skipped() {
         .iter()
         .map(|(p, _)| p.contains("startup=true"))
         .collect();
-    assert_eq!(&startup[..6], [true, false, true, true, true, false]);
-    // Only the one good decision is in force.
-    assert_eq!(crowdsec_entries(&fw), ["198.51.100.3/32"]);
+    assert_eq!(
+        &startup[..8],
+        [true, false, true, true, true, false, false, true]
+    );
+    // Only the good decisions are in force.
+    assert_eq!(crowdsec_entries(&fw), ["198.51.100.3/32", "203.0.113.9/32"]);
     assert_eq!(probe(&sb, &sink, "198.51.100.3"), 0);
     assert_eq!(
         probe(&sb, &sink, "198.51.100.2"),
@@ -1157,7 +1177,7 @@ fn hostile_lapi_answers_are_rejected_or_skipped() {
     let get = |s: &str| sample(&m, s).unwrap_or(-1.0);
     assert_eq!(
         get("firewall_crowdsec_decisions_total{result=\"applied\"}"),
-        1.0
+        2.0
     );
     // Skipped once each, though two full pulls listed them.
     assert_eq!(
