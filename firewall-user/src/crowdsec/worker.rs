@@ -198,7 +198,13 @@ impl Loop {
             Ok(k) => k,
             Err(e) => return self.fail_pull(format!("{e:#}")),
         };
-        let stream = match self.lapi.stream(&key, startup) {
+        let answer = self.lapi.stream(&key, startup);
+        // Stopped by a reload while the call ran: leave everything to the
+        // new worker, not even a "down" event.
+        if self.w.stop.load(Ordering::Relaxed) {
+            return;
+        }
+        let stream = match answer {
             Ok(s) => s,
             Err(Failure::Malformed { why, bytes }) => {
                 // Reachable, but nothing of this answer is applied.
