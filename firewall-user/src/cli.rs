@@ -41,6 +41,9 @@ pub enum Command {
     /// Per-source limits: the default and per-CIDR classes.
     #[command(subcommand)]
     Limit(LimitCmd),
+    /// The CrowdSec bouncer and watcher (`[crowdsec]`).
+    #[command(subcommand)]
+    Crowdsec(CrowdsecCmd),
     /// Validate a policy file.
     Check { file: PathBuf },
     /// Remove the data plane from one or all interfaces and unpin it.
@@ -177,4 +180,10 @@ pub enum LimitCmd {
         default: bool,
     },
     List(JsonArg),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CrowdsecCmd {
+    /// LAPI reachable or not, last pull, decisions applied and skipped, alerts pushed.
+    Status(JsonArg),
 }

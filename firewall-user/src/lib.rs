@@ -7,6 +7,7 @@ pub mod batch;
 pub mod cli;
 pub mod clock;
 pub mod commands;
+pub mod crowdsec;
 pub mod daemon;
 pub mod error;
 pub mod lists;

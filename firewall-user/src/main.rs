@@ -1,7 +1,7 @@
 use clap::Parser;
 use firewall_common::Origin;
 use firewall_user::{
-    cli::{AllowCmd, BlockCmd, Cli, Command, LimitCmd},
+    cli::{AllowCmd, BlockCmd, Cli, Command, CrowdsecCmd, LimitCmd},
     commands::{self, lists::parse_all},
     daemon,
     error::exit_code,
@@ -44,6 +44,9 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             Some(secs) => firewall_user::tui::run(pin, a.n, secs),
             None => commands::top::run(&Maps::open(pin)?, a.n, a.json),
         },
+        Command::Crowdsec(CrowdsecCmd::Status(a)) => {
+            firewall_user::crowdsec::status::run(pin, a.json)
+        }
         Command::Completions { shell } => commands::generate::completions(shell),
         Command::Man { out_dir } => commands::generate::man_pages(&out_dir),
         Command::Block(cmd) => {

@@ -20,6 +20,8 @@ use firewall_common::maps::{LIMIT_CAPACITY, LIST_CAPACITY, MAX_RULES, SOURCES_CA
 use ipnet::IpNet;
 use toml_edit::{ImDocument, Item, Value};
 
+mod crowdsec_table;
+
 /// Default per-source rate (packets per second).
 pub const DEFAULT_RATE: u64 = 100;
 /// Default per-source bucket depth (packets).
@@ -48,6 +50,8 @@ pub struct Policy {
     pub flood: Flood,
     pub autoban: Option<Autoban>,
     pub table: Table,
+    /// `[crowdsec]`: bouncer and watcher of a CrowdSec local API.
+    pub crowdsec: Option<crate::crowdsec::Config>,
 }
 
 /// `[table]`: sizes of the kernel tables, applied when the data plane is
@@ -86,6 +90,7 @@ impl Default for Policy {
             flood: Flood::default(),
             autoban: None,
             table: Table::default(),
+            crowdsec: None,
         }
     }
 }
@@ -306,7 +311,7 @@ pub fn parse(text: &str) -> Checked {
 }
 
 const TOP_KEYS: &[&str] = &[
-    "allow", "block", "defaults", "limit", "rule", "flood", "autoban", "table",
+    "allow", "block", "defaults", "limit", "rule", "flood", "autoban", "table", "crowdsec",
 ];
 const TABLE_KEYS: &[&str] = &["max_sources", "max_list_entries"];
 const DEFAULTS_KEYS: &[&str] = &["rate", "burst", "ipv4_prefix", "ipv6_prefix", "mode"];
@@ -516,6 +521,9 @@ impl<'t> Cx<'t> {
         }
         if let Some(e) = view.get("autoban") {
             policy.autoban = self.autoban(e);
+        }
+        if let Some(e) = view.get("crowdsec") {
+            policy.crowdsec = self.crowdsec(e);
         }
         Some(policy)
     }

@@ -73,6 +73,11 @@ fn many_rules(n: usize) -> String {
         .collect()
 }
 
+/// A `[crowdsec]` table with these lines.
+fn cs(body: &str) -> String {
+    format!("[crowdsec]\n{body}")
+}
+
 /// One bad file each: (file, expected line, substring of that line's error).
 fn bad_files() -> Vec<(String, usize, &'static str)> {
     let s = |x: &str| x.to_string();
@@ -82,7 +87,7 @@ fn bad_files() -> Vec<(String, usize, &'static str)> {
         (s("allow = [\"10.0.0.0/8\"\n\n[defaults]\n"), 3, "invalid TOML"),
         (s("[defaults]\nrate = 1\nrate = 2\n"), 3, "invalid TOML"),
         // --- unknown keys, every table ---
-        (s("allowlist = []\n"), 1, "unknown top-level key `allowlist`; valid keys: allow, block, defaults, limit, rule, flood, autoban"),
+        (s("allowlist = []\n"), 1, "unknown top-level key `allowlist`; valid keys: allow, block, defaults, limit, rule, flood, autoban, table, crowdsec"),
         (s("[defaults]\nrte = 5\n"), 2, "unknown key `rte` in [defaults]; valid keys: rate, burst, ipv4_prefix, ipv6_prefix, mode (did you mean `rate`?)"),
         (s("[defaults]\nrate = 5\nallow = [\"10.0.0.0/8\"]\n"), 3, "unknown key `allow` in [defaults]; valid keys: rate, burst, ipv4_prefix, ipv6_prefix, mode (top-level keys such as allow and block must come before the first [table])"),
         (s("[flood]\nblock = [\"10.0.0.0/8\"]\n"), 2, "top-level keys such as allow and block must come before the first [table]"),
@@ -150,6 +155,21 @@ fn bad_files() -> Vec<(String, usize, &'static str)> {
         (s("[autoban]\ndrops = 5\nwindow = \"0s\"\nban = \"10m\"\nmax_ban = \"1h\"\n"), 3, "[autoban] window = \"0s\": must be longer than 0"),
         (s("[autoban]\ndrops = 5\nwindow = \"10s\"\nban = \"2d\"\nmax_ban = \"1h\"\n"), 4, "[autoban] ban = \"2d\" is longer than max_ban = \"1h\": ban must be at most max_ban"),
         (s("autoban = \"on\"\n"), 1, "`autoban` must be a table"),
+        // --- crowdsec ---
+        (cs("lapi_url = \"https://127.0.0.1:8080\"\napi_key_file = \"/k\"\n"), 2, "[crowdsec] lapi_url = \"https://127.0.0.1:8080\": https is not supported"),
+        (cs("lapi_url = \"127.0.0.1:8080\"\napi_key_file = \"/k\"\n"), 2, "[crowdsec] lapi_url = \"127.0.0.1:8080\": must start with http://"),
+        (cs("lapi_url = 8080\napi_key_file = \"/k\"\n"), 2, "[crowdsec] lapi_url = 8080: must be an http:// URL such as \"http://127.0.0.1:8080\", not an integer"),
+        (cs("lapi_url = \"http://127.0.0.1:8080\"\n"), 1, "[crowdsec] is missing key `api_key_file`; required: lapi_url, api_key_file"),
+        (cs("lapi_url = \"http://127.0.0.1:8080\"\napi_key_file = \"\"\n"), 3, "[crowdsec] api_key_file = \"\": must be the path of a file"),
+        (cs("lapi_url = \"http://127.0.0.1:8080\"\napi_key_file = \"/k\"\npoll = \"0s\"\n"), 4, "[crowdsec] poll = \"0s\": must be from \"200ms\" to \"60m\""),
+        (cs("lapi_url = \"http://127.0.0.1:8080\"\napi_key_file = \"/k\"\npoll = \"2h\"\n"), 4, "[crowdsec] poll = \"2h\": must be from"),
+        (cs("lapi_url = \"http://127.0.0.1:8080\"\napi_key_file = \"/k\"\npoll = \"soon\"\n"), 4, "[crowdsec] poll = \"soon\": not a valid duration"),
+        (cs("lapi_url = \"http://127.0.0.1:8080\"\napi_key_file = \"/k\"\npush = \"yes\"\n"), 4, "[crowdsec] push = \"yes\": must be true or false, not a string"),
+        (cs("lapi_url = \"http://127.0.0.1:8080\"\napi_key_file = \"/k\"\npush = true\n"), 4, "[crowdsec] push = true needs machine_id and password_file"),
+        (cs("lapi_url = \"http://127.0.0.1:8080\"\napi_key_file = \"/k\"\npush = true\nmachine_id = \"gw1\"\n"), 4, "[crowdsec] push = true needs password_file"),
+        (cs("lapi_url = \"http://127.0.0.1:8080\"\napi_key_file = \"/k\"\nmachine_id = \"gw 1\"\n"), 4, "[crowdsec] machine_id = \"gw 1\": must be 1 to 128 printable ASCII characters"),
+        (cs("lapi_url = \"http://127.0.0.1:8080\"\napi_key = \"abc\"\n"), 3, "unknown key `api_key` in [crowdsec]; valid keys: lapi_url, api_key_file, poll, push, machine_id, password_file"),
+        (s("crowdsec = \"on\"\n"), 1, "`crowdsec` must be a table"),
     ]
 }
 
@@ -684,4 +704,41 @@ fn whole_address_space_and_repeated_entries_are_warnings() {
     assert!(lines.iter().all(|(_, s)| *s == Severity::Warning));
     assert!(w[0].message.contains("every IPv4 source"));
     assert!(render(&w).contains("already listed at line 2"));
+}
+
+#[test]
+fn the_contract_crowdsec_section_parses() {
+    let (p, warnings) = ok(
+        r#"[crowdsec]          # optional: a CrowdSec bouncer (decisions in) and watcher (our bans out)
+lapi_url = "http://127.0.0.1:8080"
+api_key_file = "/etc/firewall/crowdsec.key"   # bouncer key (`cscli bouncers add`)
+poll = "2s"
+push = true                 # send our auto-bans as alerts (needs the watcher login below)
+machine_id = "gw-eu-1"
+password_file = "/etc/firewall/crowdsec.password"
+"#,
+    );
+    let c = p.crowdsec.expect("[crowdsec]");
+    assert_eq!(c.lapi_url, "http://127.0.0.1:8080");
+    assert_eq!(
+        c.api_key_file,
+        std::path::PathBuf::from("/etc/firewall/crowdsec.key")
+    );
+    assert_eq!(c.poll, Duration::from_secs(2));
+    assert!(c.push);
+    assert_eq!(c.machine_id.as_deref(), Some("gw-eu-1"));
+    // The secret files do not exist here: warnings, not errors.
+    assert!(warnings.iter().all(|w| w.severity == Severity::Warning));
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.line == 3 && w.message.contains("cannot read it yet")),
+        "{warnings:?}"
+    );
+    // Optional keys take their defaults; a trailing slash is dropped.
+    let (p, _) = ok("[crowdsec]\nlapi_url = \"http://[::1]:8080/\"\napi_key_file = \"/k\"\n");
+    let c = p.crowdsec.unwrap();
+    assert_eq!(c.lapi_url, "http://[::1]:8080");
+    assert_eq!(c.poll, Duration::from_secs(10));
+    assert!(!c.push && c.machine_id.is_none() && c.password_file.is_none());
 }

@@ -28,6 +28,50 @@ pub fn setup() -> Result<()> {
     bpf_linker()?;
     nightly()?;
     bpffs()?;
+    crowdsec()?;
+    Ok(())
+}
+
+/// Where Debian's crowdsec looks for central-API credentials.
+const CROWDSEC_ONLINE_CREDS: &str = "/etc/crowdsec/online_api_credentials.yaml";
+
+/// Debian's `crowdsec` (LAPI and cscli) for tests/tests/e2e_crowdsec.rs.
+/// Its post-install script registers with CrowdSec's central API unless
+/// `online_api_credentials.yaml` is already there and non-empty; without a
+/// network that fails and leaves the package unconfigured. A placeholder
+/// makes it skip the registration (the tests run the LAPI with -no-capi).
+fn crowdsec() -> Result<()> {
+    let name = "crowdsec";
+    if dpkg_installed(name) {
+        item(name, "present");
+        return Ok(());
+    }
+    if !is_root() {
+        bail!("missing package crowdsec: run as root to install it");
+    }
+    let creds = std::path::Path::new(CROWDSEC_ONLINE_CREDS);
+    if std::fs::metadata(creds)
+        .map(|m| m.len() == 0)
+        .unwrap_or(true)
+    {
+        std::fs::create_dir_all("/etc/crowdsec")?;
+        std::fs::write(
+            creds,
+            "# placeholder written by `cargo xtask setup`: no central API here\nurl: https://api.crowdsec.net/\nlogin: offline\npassword: offline\n",
+        )?;
+        item("crowdsec online creds", "placeholder written");
+    }
+    // Left half-configured by an earlier attempt without the placeholder.
+    let state = probe(Command::new("dpkg-query").args(["-W", "-f=${Status}", name]));
+    if state.is_some_and(|s| s.contains("half-configured") || s.contains("unpacked")) {
+        run(Command::new("dpkg")
+            .args(["--configure", name])
+            .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    }
+    if !dpkg_installed(name) {
+        apt_install(&[name])?;
+    }
+    item(name, "installed");
     Ok(())
 }
 

@@ -33,6 +33,8 @@ pub struct DaemonCounters {
     /// Source prefixes in the per-source table, counted in the background
     /// (`count_tracked`): a scrape never walks the table.
     pub tracked_sources: AtomicU64,
+    /// `[crowdsec]`: exported while a section is in force.
+    pub crowdsec: crate::crowdsec::status::Counters,
 }
 
 /// Keep `DaemonCounters::tracked_sources` fresh: a batched walk of the
@@ -106,6 +108,49 @@ impl Collector for FirewallCollector {
             "Auto-bans issued.",
             &[(vec![], load(&d.bans))],
         )?;
+        let cs = &d.crowdsec;
+        if cs.enabled.load(Ordering::Relaxed) {
+            counter(
+                &mut enc,
+                "firewall_crowdsec_decisions",
+                "CrowdSec decisions by result: applied, deleted, skipped (invalid, unsupported or our own).",
+                &[
+                    (vec![("result", "applied".into())], load(&cs.applied)),
+                    (vec![("result", "deleted".into())], load(&cs.deleted)),
+                    (vec![("result", "skipped".into())], load(&cs.skipped)),
+                ],
+            )?;
+            counter(
+                &mut enc,
+                "firewall_crowdsec_alerts_pushed",
+                "Auto-bans sent to the CrowdSec LAPI as alerts.",
+                &[(vec![], load(&cs.alerts_pushed))],
+            )?;
+            counter(
+                &mut enc,
+                "firewall_crowdsec_rejected_answers",
+                "LAPI answers rejected whole as malformed.",
+                &[(vec![], load(&cs.rejected))],
+            )?;
+            counter(
+                &mut enc,
+                "firewall_crowdsec_errors",
+                "Failed LAPI pulls and pushes (unreachable, refused, HTTP errors).",
+                &[(vec![], load(&cs.errors))],
+            )?;
+            gauge(
+                &mut enc,
+                "firewall_crowdsec_lapi_up",
+                "1 while the CrowdSec LAPI answered the last call.",
+                &[(vec![], cs.lapi_up.load(Ordering::Relaxed) as i64)],
+            )?;
+            gauge(
+                &mut enc,
+                "firewall_crowdsec_alerts_pending",
+                "Alerts waiting for the LAPI.",
+                &[(vec![], load(&cs.alerts_pending) as i64)],
+            )?;
+        }
         let attached: Vec<_> = loader::attachments(&self.pin_dir)
             .unwrap_or_default()
             .into_iter()

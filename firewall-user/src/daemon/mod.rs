@@ -59,7 +59,7 @@ struct Daemon {
     pin_dir: PathBuf,
     args: RunArgs,
     maps: Maps,
-    log: EventLog,
+    log: Arc<EventLog>,
     counters: Arc<DaemonCounters>,
     policy: Policy,
     file_stamp: Option<(SystemTime, u64)>,
@@ -67,6 +67,8 @@ struct Daemon {
     state: DaemonState,
     /// Interfaces attached under the pin directory, to report detaches.
     attached: Vec<loader::Attachment>,
+    /// The CrowdSec worker, while `[crowdsec]` is in force.
+    crowdsec: Option<crate::crowdsec::Handle>,
 }
 
 fn stamp(p: &Path) -> Option<(SystemTime, u64)> {
@@ -103,7 +105,7 @@ pub async fn run(pin_dir: &Path, args: RunArgs) -> Result<()> {
                 args.metrics_addr
             ))
         })?;
-    let log = EventLog::new(args.log_file.as_deref())?;
+    let log = Arc::new(EventLog::new(args.log_file.as_deref())?);
     loader::ensure_bpffs(pin_dir)?;
     let loader::Loaded {
         mut ebpf,
@@ -181,10 +183,15 @@ pub async fn run(pin_dir: &Path, args: RunArgs) -> Result<()> {
         strikes: autoban::Strikes::default(),
         state: st,
         attached: loader::attachments(pin_dir)?,
+        crowdsec: None,
     };
+    d.sync_crowdsec();
     // The program objects are not needed any more: links and maps are pinned.
     drop(ebpf);
     let result = d.main_loop().await;
+    if let Some(h) = d.crowdsec.take() {
+        h.stop();
+    }
     notify::stopping();
     server.abort();
     let data_plane = if d.attached.is_empty() {
@@ -277,6 +284,16 @@ impl Daemon {
         true
     }
 
+    fn sync_crowdsec(&mut self) {
+        crate::crowdsec::sync(
+            &mut self.crowdsec,
+            self.policy.crowdsec.as_ref(),
+            &self.pin_dir,
+            &self.log,
+            &self.counters,
+        );
+    }
+
     fn reload(&mut self, why: &str) {
         let Some(path) = self.args.config.clone() else {
             self.log.emit(
@@ -301,6 +318,7 @@ impl Daemon {
         match result {
             Ok(p) => {
                 self.policy = p;
+                self.sync_crowdsec();
                 self.counters.reloads_ok.fetch_add(1, Ordering::Relaxed);
                 self.state.last_reload_ok = true;
                 let generation = self.maps.config().map(|c| c.generation).unwrap_or(0);
@@ -434,6 +452,18 @@ impl Daemon {
             Some("autoban"),
         )?;
         self.counters.bans.fetch_add(1, Ordering::Relaxed);
+        if let Some(cs) = &self.crowdsec {
+            cs.ban(crate::crowdsec::Ban {
+                net,
+                src,
+                rule: rule.clone(),
+                ttl,
+                drops: ab.drops,
+                window: ab.window,
+                at: SystemTime::now(),
+                expires_ns: crate::clock::expiry_after(ttl),
+            });
+        }
         self.log.emit(
             "ban",
             json!({"src": src.to_string(), "prefix": net.to_string(), "rule": rule,
