@@ -43,6 +43,9 @@ pub enum Command {
     Limit(LimitCmd),
     /// Validate a policy file.
     Check { file: PathBuf },
+    /// Entries shared with the other gateways (`[fleet]`).
+    #[command(subcommand)]
+    Fleet(FleetCmd),
     /// Remove the data plane from one or all interfaces and unpin it.
     Detach {
         #[arg(long, value_name = "IF")]
@@ -177,4 +180,11 @@ pub enum LimitCmd {
         default: bool,
     },
     List(JsonArg),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum FleetCmd {
+    /// Connected or not, server, bucket, this gateway's name, entries
+    /// received per origin, entries waiting in the outbox, last revision.
+    Status(JsonArg),
 }

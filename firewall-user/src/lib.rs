@@ -9,6 +9,7 @@ pub mod clock;
 pub mod commands;
 pub mod daemon;
 pub mod error;
+pub mod fleet;
 pub mod lists;
 pub mod loader;
 pub mod maps;

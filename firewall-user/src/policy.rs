@@ -20,6 +20,8 @@ use firewall_common::maps::{LIMIT_CAPACITY, LIST_CAPACITY, MAX_RULES};
 use ipnet::IpNet;
 use toml_edit::{ImDocument, Item, Value};
 
+pub mod fleet;
+
 /// Default per-source rate (packets per second).
 pub const DEFAULT_RATE: u64 = 100;
 /// Default per-source bucket depth (packets).
@@ -47,6 +49,8 @@ pub struct Policy {
     pub rules: Vec<Rule>,
     pub flood: Flood,
     pub autoban: Option<Autoban>,
+    /// `[fleet]`: entries shared with other gateways over NATS.
+    pub fleet: Option<fleet::Fleet>,
 }
 
 impl Default for Policy {
@@ -60,6 +64,7 @@ impl Default for Policy {
             rules: Vec::new(),
             flood: Flood::default(),
             autoban: None,
+            fleet: None,
         }
     }
 }
@@ -280,7 +285,7 @@ pub fn parse(text: &str) -> Checked {
 }
 
 const TOP_KEYS: &[&str] = &[
-    "allow", "block", "defaults", "limit", "rule", "flood", "autoban",
+    "allow", "block", "defaults", "limit", "rule", "flood", "autoban", "fleet",
 ];
 const DEFAULTS_KEYS: &[&str] = &["rate", "burst", "ipv4_prefix", "ipv6_prefix", "mode"];
 const LIMIT_KEYS: &[&str] = &["cidr", "rate", "burst"];
@@ -486,6 +491,9 @@ impl<'t> Cx<'t> {
         }
         if let Some(e) = view.get("autoban") {
             policy.autoban = self.autoban(e);
+        }
+        if let Some(e) = view.get("fleet") {
+            policy.fleet = self.fleet(e);
         }
         Some(policy)
     }

@@ -29,6 +29,7 @@ use crate::{
     clock::{mono_ns, rfc3339},
     commands,
     error::bad,
+    fleet,
     lists::List,
     loader,
     maps::Maps,
@@ -59,7 +60,7 @@ struct Daemon {
     pin_dir: PathBuf,
     args: RunArgs,
     maps: Maps,
-    log: EventLog,
+    log: Arc<EventLog>,
     counters: Arc<DaemonCounters>,
     policy: Policy,
     file_stamp: Option<(SystemTime, u64)>,
@@ -67,6 +68,9 @@ struct Daemon {
     state: DaemonState,
     /// Interfaces attached under the pin directory, to report detaches.
     attached: Vec<loader::Attachment>,
+    /// The `[fleet]` worker, while the policy has that section.
+    fleet: Option<fleet::Fleet>,
+    fleet_stats: Arc<fleet::Stats>,
 }
 
 fn stamp(p: &Path) -> Option<(SystemTime, u64)> {
@@ -103,7 +107,7 @@ pub async fn run(pin_dir: &Path, args: RunArgs) -> Result<()> {
                 args.metrics_addr
             ))
         })?;
-    let log = EventLog::new(args.log_file.as_deref())?;
+    let log = Arc::new(EventLog::new(args.log_file.as_deref())?);
     loader::ensure_bpffs(pin_dir)?;
     let (mut ebpf, migration) = loader::load(pin_dir)?;
     let mut maps = Maps::open(pin_dir)?;
@@ -132,7 +136,10 @@ pub async fn run(pin_dir: &Path, args: RunArgs) -> Result<()> {
     }
     let counters = Arc::new(DaemonCounters::default());
     counters.reloads_ok.fetch_add(1, Ordering::Relaxed);
-    let registry = Arc::new(metrics::registry(pin_dir.to_path_buf(), counters.clone()));
+    let fleet_stats = Arc::new(fleet::Stats::default());
+    let mut registry = metrics::registry(pin_dir.to_path_buf(), counters.clone());
+    fleet_stats.register(&mut registry);
+    let registry = Arc::new(registry);
     let server = tokio::spawn(metrics::serve(listener, registry));
     let st = DaemonState {
         pid: std::process::id(),
@@ -169,10 +176,16 @@ pub async fn run(pin_dir: &Path, args: RunArgs) -> Result<()> {
         strikes: autoban::Strikes::default(),
         state: st,
         attached: loader::attachments(pin_dir)?,
+        fleet: None,
+        fleet_stats,
     };
     // The program objects are not needed any more: links and maps are pinned.
     drop(ebpf);
+    d.sync_fleet();
     let result = d.main_loop().await;
+    if let Some(f) = d.fleet.take() {
+        f.stop(&d.fleet_stats);
+    }
     notify::stopping();
     server.abort();
     let data_plane = if d.attached.is_empty() {
@@ -265,6 +278,17 @@ impl Daemon {
         true
     }
 
+    fn sync_fleet(&mut self) {
+        let wanted = self.policy.fleet.as_ref();
+        fleet::sync(
+            &mut self.fleet,
+            wanted,
+            &self.pin_dir,
+            &self.log,
+            &self.fleet_stats,
+        );
+    }
+
     fn reload(&mut self, why: &str) {
         let Some(path) = self.args.config.clone() else {
             self.log.emit(
@@ -289,6 +313,7 @@ impl Daemon {
         match result {
             Ok(p) => {
                 self.policy = p;
+                self.sync_fleet();
                 self.counters.reloads_ok.fetch_add(1, Ordering::Relaxed);
                 self.state.last_reload_ok = true;
                 let generation = self.maps.config().map(|c| c.generation).unwrap_or(0);
@@ -421,12 +446,20 @@ impl Daemon {
             Some("autoban"),
         )?;
         self.counters.bans.fetch_add(1, Ordering::Relaxed);
+        let reason = format!(
+            "{} rate-limited drops within {}",
+            ab.drops,
+            humantime::format_duration(ab.window)
+        );
         self.log.emit(
             "ban",
             json!({"src": src.to_string(), "prefix": net.to_string(), "rule": rule,
                    "ttl": humantime::format_duration(ttl).to_string(), "ttl_secs": ttl.as_secs(),
-                   "reason": format!("{} rate-limited drops within {}", ab.drops, humantime::format_duration(ab.window))}),
+                   "reason": reason}),
         );
+        if let Some(f) = &self.fleet {
+            f.banned(net, reason);
+        }
         Ok(())
     }
 }
