@@ -82,11 +82,6 @@ impl Stats {
     /// Register the fleet metrics (exported only while `[fleet]` is on).
     pub fn register(self: &Arc<Self>, registry: &mut Registry) {
         registry.register_collector(Box::new(FleetCollector(self.clone())));
-        registry.register(
-            "firewall_fleet_propagation_seconds",
-            "From an entry's creation on another gateway to its application here.",
-            self.propagation.clone(),
-        );
     }
 }
 
@@ -145,6 +140,12 @@ impl Collector for FleetCollector {
             "Entries dropped from a full outbox (oldest first).",
             n(&s.outbox_dropped),
         )?;
+        s.propagation.encode(enc.encode_descriptor(
+            "firewall_fleet_propagation_seconds",
+            "From an entry's creation on another gateway to its application here.",
+            None,
+            MetricType::Histogram,
+        )?)?;
         let skipped = lock(&s.skipped).clone();
         let mut m = enc.encode_descriptor(
             "firewall_fleet_entries_skipped",

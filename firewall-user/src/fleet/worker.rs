@@ -220,19 +220,19 @@ impl Worker {
             let bucket = self.cfg.bucket.clone();
             let kv = match timeout(REQUEST, js.get_key_value(&bucket)).await {
                 Ok(Ok(kv)) => kv,
-                _ => timeout(
-                    REQUEST,
-                    js.create_key_value(kv::Config {
-                        bucket: bucket.clone(),
-                        description: "firewall: blocklist entries shared by the gateways".into(),
-                        history: 1,
-                        max_value_size: codec::MAX_VALUE as i32,
-                        ..Default::default()
-                    }),
-                )
-                .await
-                .map_err(|_| anyhow!("creating bucket {bucket}: timed out"))?
-                .with_context(|| format!("opening or creating bucket {bucket}"))?,
+                _ => {
+                    // create_key_value first asks for the account's limits,
+                    // in a form nats-server 2.9 does not answer; make the
+                    // bucket's stream as it would, then open it.
+                    timeout(REQUEST, js.get_or_create_stream(bucket_stream(&bucket)))
+                        .await
+                        .map_err(|_| anyhow!("creating bucket {bucket}: timed out"))?
+                        .with_context(|| format!("creating bucket {bucket}"))?;
+                    timeout(REQUEST, js.get_key_value(&bucket))
+                        .await
+                        .map_err(|_| anyhow!("opening bucket {bucket}: timed out"))?
+                        .with_context(|| format!("opening bucket {bucket}"))?
+                }
             };
             self.kv = Some(kv);
         }
@@ -496,6 +496,25 @@ impl Worker {
         if let Err(e) = status::write(&self.pin_dir, &self.report) {
             eprintln!("error: fleet: writing the status: {e:#}");
         }
+    }
+}
+
+/// The stream behind a key-value bucket, as `create_key_value` makes it:
+/// one message per key (history 1), deletes as markers, direct gets.
+fn bucket_stream(bucket: &str) -> jetstream::stream::Config {
+    jetstream::stream::Config {
+        name: format!("KV_{bucket}"),
+        description: Some("firewall: blocklist entries shared by the gateways".into()),
+        subjects: vec![format!("$KV.{bucket}.>")],
+        max_messages_per_subject: 1,
+        max_message_size: codec::MAX_VALUE as i32,
+        storage: jetstream::stream::StorageType::File,
+        num_replicas: 1,
+        discard: jetstream::stream::DiscardPolicy::New,
+        allow_rollup: true,
+        deny_delete: true,
+        allow_direct: true,
+        ..Default::default()
     }
 }
 

@@ -1,0 +1,623 @@
+//! End to end: `[fleet]` with a real nats-server (JetStream, file store in a
+//! temp dir) in a hub namespace, bridged to three gateway namespaces, each
+//! with its own `firewall run` and pin directory, and an attacker on the
+//! same bridge. Real packets, real bans, a real outage.
+//!
+//! ```text
+//!   hub ns: br0 10.77.0.1/24, nats-server -js
+//!     |-- gw1 ns: hub 10.77.0.11   (firewall run --iface hub)
+//!     |-- gw2 ns: hub 10.77.0.12
+//!     |-- gw3 ns: hub 10.77.0.13
+//!     '-- att ns: hub 10.77.0.100, .101-.160 (sources to ban)
+//! ```
+
+use std::{
+    net::{IpAddr, SocketAddr},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant, SystemTime},
+};
+
+use serde_json::{json, Value};
+use tests::{
+    e2e::{json, ok, policy_file, sample, scrape},
+    in_netns, netns_path, nsenter_cmd, send_udp, FirewallDaemon, UdpSink,
+};
+
+const HUB: &str = "10.77.0.1";
+const BUCKET: &str = "bans";
+const CONTROL: &str = "10.77.0.100";
+
+fn gw_ip(i: usize) -> String {
+    format!("10.77.0.{}", 11 + i)
+}
+
+fn src(n: u8) -> String {
+    format!("10.77.0.{n}")
+}
+
+fn run(cmd: &mut Command) {
+    let o = tests::output_timeout(cmd, Duration::from_secs(20)).expect("running a command");
+    assert!(
+        o.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+fn ip(ns: &str, args: &str) {
+    run(Command::new("ip")
+        .args(["-n", ns])
+        .args(args.split_whitespace()));
+}
+
+/// The namespaces and links; dropping it deletes the namespaces.
+struct Net {
+    hub: String,
+    gws: Vec<String>,
+    att: String,
+    all: Vec<String>,
+}
+
+impl Net {
+    fn new() -> Net {
+        // `fw<pid>-...`: tests::cleanup_stale removes leftovers of dead runs.
+        let base = format!("fw{}-fleet", std::process::id());
+        let mut net = Net {
+            hub: format!("{base}-hub"),
+            gws: (1..=3).map(|i| format!("{base}-gw{i}")).collect(),
+            att: format!("{base}-att"),
+            all: Vec::new(),
+        };
+        let names: Vec<String> = [net.hub.clone(), net.att.clone()]
+            .into_iter()
+            .chain(net.gws.clone())
+            .collect();
+        for ns in &names {
+            run(Command::new("ip").args(["netns", "add", ns]));
+            net.all.push(ns.clone());
+            ip(ns, "link set lo up");
+        }
+        let hub = net.hub.clone();
+        ip(&hub, "link add br0 type bridge");
+        ip(&hub, &format!("addr add {HUB}/24 dev br0"));
+        ip(&hub, "link set br0 up");
+        let mut legs: Vec<(String, String)> = net
+            .gws
+            .iter()
+            .enumerate()
+            .map(|(i, g)| (g.clone(), gw_ip(i)))
+            .collect();
+        legs.push((net.att.clone(), CONTROL.to_string()));
+        for (i, (ns, addr)) in legs.iter().enumerate() {
+            ip(
+                &hub,
+                &format!("link add h{i} type veth peer name hub netns {ns}"),
+            );
+            ip(&hub, &format!("link set h{i} master br0"));
+            ip(&hub, &format!("link set h{i} up"));
+            ip(ns, &format!("addr add {addr}/24 dev hub"));
+            ip(ns, "link set hub up");
+            // Spoofed-looking sources from the bridge are received locally.
+            for scope in ["all", "default", "hub"] {
+                let p = format!("/proc/sys/net/ipv4/conf/{scope}/rp_filter");
+                in_netns(&netns_path(ns), move || std::fs::write(p, "0")).unwrap();
+            }
+        }
+        for n in 101..=160u8 {
+            ip(&net.att, &format!("addr add {}/24 dev hub", src(n)));
+        }
+        net
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        for ns in self.all.drain(..).rev() {
+            let _ = tests::output_timeout(
+                Command::new("ip").args(["netns", "del", &ns]),
+                Duration::from_secs(10),
+            );
+        }
+    }
+}
+
+/// nats-server with JetStream in the hub namespace; killed on drop.
+struct Nats {
+    hub: String,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl Nats {
+    fn start(hub: &str, dir: &Path) -> Nats {
+        let mut n = Nats {
+            hub: hub.to_string(),
+            dir: dir.to_path_buf(),
+            child: None,
+        };
+        n.spawn();
+        n
+    }
+
+    fn spawn(&mut self) {
+        std::fs::create_dir_all(&self.dir).unwrap();
+        let log = std::fs::File::create(self.dir.join("nats.log")).unwrap();
+        let child = nsenter_cmd(&self.hub, "nats-server")
+            .args(["-js", "-sd"])
+            .arg(self.dir.join("store"))
+            .args(["-a", HUB, "-p", "4222"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("nats-server (apt-get install nats-server; `cargo xtask setup` does)");
+        self.child = Some(child);
+        let hub = netns_path(&self.hub);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !in_netns(&hub, || {
+            std::net::TcpStream::connect_timeout(
+                &format!("{HUB}:4222").parse().unwrap(),
+                Duration::from_millis(200),
+            )
+            .is_ok()
+        }) {
+            assert!(Instant::now() < deadline, "nats-server did not listen");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn signal(&self, sig: i32) {
+        let pid = self.child.as_ref().expect("running").id() as i32;
+        // SAFETY: kill(2) on our own child.
+        assert_eq!(unsafe { libc::kill(pid, sig) }, 0);
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Runs `f` against the bucket from the hub namespace, as any other NATS
+/// client (an operator's tool, another product) would.
+fn bus<T: Send>(
+    hub: &str,
+    f: impl FnOnce(
+            async_nats::Client,
+            async_nats::jetstream::kv::Store,
+        ) -> std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>
+        + Send,
+) -> T {
+    in_netns(&netns_path(hub), move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let client = async_nats::connect(format!("nats://{HUB}:4222"))
+                .await
+                .expect("test client connects");
+            let js = async_nats::jetstream::new(client.clone());
+            let kv = js
+                .get_key_value(BUCKET)
+                .await
+                .expect("the gateways made the bucket");
+            f(client, kv).await
+        })
+    })
+}
+
+fn record(cidr: &str, gateway: &str, expires_in: Option<Duration>) -> Vec<u8> {
+    let now = SystemTime::now();
+    serde_json::to_vec(&json!({
+        "cidr": cidr, "origin": "manual", "gateway": gateway, "reason": "test",
+        "created_at": humantime::format_rfc3339_millis(now).to_string(),
+        "expires_at": expires_in.map(|d| humantime::format_rfc3339_seconds(now + d).to_string()),
+    }))
+    .unwrap()
+}
+
+fn policy(name: &str) -> PathBuf {
+    policy_file(&format!(
+        r#"allow = ["{HUB}/32"]
+
+[defaults]
+rate = 100
+burst = 50
+
+[autoban]
+drops = 50
+window = "5s"
+ban = "1h"
+max_ban = "2h"
+
+[fleet]
+servers = ["nats://{HUB}:4222"]
+name = "{name}"
+bucket = "{BUCKET}"
+"#
+    ))
+}
+
+fn start_gw(ns: &str, policy: &Path, pin: Option<&Path>) -> FirewallDaemon {
+    let args = [
+        "--iface",
+        "hub",
+        "--config",
+        policy.to_str().unwrap(),
+        "--metrics-addr",
+        "127.0.0.1:9477",
+    ];
+    match pin {
+        None => FirewallDaemon::start(ns, &args),
+        Some(p) => FirewallDaemon::spawn(&tests::firewall_bin(), ns, p, &args).expect("restart"),
+    }
+}
+
+fn blocked(fw: &FirewallDaemon, cidr: &str) -> Option<Value> {
+    json(fw, &["block", "list", "--json"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["cidr"] == cidr)
+        .cloned()
+}
+
+fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) -> Duration {
+    let t0 = Instant::now();
+    while !f() {
+        assert!(t0.elapsed() < timeout, "{what}: not within {timeout:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    t0.elapsed()
+}
+
+fn status(fw: &FirewallDaemon) -> Value {
+    json(fw, &["fleet", "status", "--json"])
+}
+
+/// Datagrams from `from` that reach gateway `i` while sending `n` at 100/s.
+fn reach(net: &Net, i: usize, from: &str, n: u64) -> u64 {
+    let to: SocketAddr = format!("{}:9000", gw_ip(i)).parse().unwrap();
+    let sink = UdpSink::bind(&netns_path(&net.gws[i]), to);
+    let from: IpAddr = from.parse().unwrap();
+    send_udp(
+        &netns_path(&net.att),
+        Some(from),
+        to,
+        100,
+        Duration::from_millis(n * 10),
+    );
+    sink.settle(Duration::from_millis(200), Duration::from_secs(3));
+    sink.count_from(from)
+}
+
+fn flood(net: &Net, i: usize, from: &str) {
+    let to: SocketAddr = format!("{}:9001", gw_ip(i)).parse().unwrap();
+    send_udp(
+        &netns_path(&net.att),
+        Some(from.parse().unwrap()),
+        to,
+        2000,
+        Duration::from_millis(250),
+    );
+}
+
+fn percentile(sorted: &[u64], p: f64) -> u64 {
+    sorted[((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1]
+}
+
+#[test]
+fn bans_and_blocks_are_shared_by_every_gateway() {
+    if !tests::privileged("bans_and_blocks_are_shared_by_every_gateway") {
+        return;
+    }
+    let has_nats = Command::new("nats-server")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_nats {
+        assert!(
+            !tests::under_ci(),
+            "nats-server is missing (apt-get install nats-server; `cargo xtask setup` does)"
+        );
+        eprintln!("SKIP bans_and_blocks_are_shared_by_every_gateway: no nats-server");
+        return;
+    }
+    let net = Net::new();
+    let dir = std::env::temp_dir().join(format!("fwlog{}-nats", std::process::id()));
+    let mut nats = Nats::start(&net.hub, &dir);
+    let policies: Vec<PathBuf> = (1..=3).map(|i| policy(&format!("gw{i}"))).collect();
+    let mut gws: Vec<FirewallDaemon> = (0..3)
+        .map(|i| start_gw(&net.gws[i], &policies[i], None))
+        .collect();
+    for g in &gws {
+        wait_until("every gateway connects", Duration::from_secs(10), || {
+            status(g)["connected"] == true
+        });
+    }
+    for g in &gws {
+        g.wait_for_event(Duration::from_secs(5), |e| e["event"] == "fleet_synced")
+            .expect("initial sync");
+    }
+
+    // 1. Auto-bans on gw1 reach gw2 and gw3: 20 of them, timed.
+    let mut propagation = Vec::new();
+    for n in 101..=120u8 {
+        let s = src(n);
+        let prefix = format!("{s}/32");
+        flood(&net, 0, &s);
+        gws[0]
+            .wait_for_event(Duration::from_secs(5), |e| {
+                e["event"] == "ban" && e["prefix"] == prefix
+            })
+            .unwrap_or_else(|| panic!("gw1 did not ban {s}"));
+        for g in &gws[1..] {
+            let ev = g
+                .wait_for_event(Duration::from_secs(5), |e| {
+                    e["event"] == "fleet_apply" && e["prefix"] == prefix
+                })
+                .unwrap_or_else(|| panic!("{prefix} did not reach a gateway"));
+            assert_eq!(ev["gateway"], "gw1");
+            assert_eq!(ev["origin"], "autoban");
+            propagation.push(ev["propagation_ms"].as_u64().unwrap());
+        }
+    }
+    propagation.sort_unstable();
+    let (p50, p99) = (
+        percentile(&propagation, 0.5),
+        percentile(&propagation, 0.99),
+    );
+    println!(
+        "propagation of 20 auto-bans from gw1 to gw2 and gw3 (entry created -> applied, {} samples): p50 {p50} ms, p99 {p99} ms, max {} ms",
+        propagation.len(),
+        propagation.last().unwrap()
+    );
+    assert!(p99 < 1000, "p99 propagation {p99} ms");
+    for i in 1..3 {
+        let row = blocked(&gws[i], &format!("{}/32", src(101))).expect("fleet entry listed");
+        assert_eq!(row["origin"], "fleet");
+        assert!(
+            row["expires"].is_string(),
+            "the ban's expiry travels: {row}"
+        );
+        assert_eq!(
+            reach(&net, i, &src(101), 20),
+            0,
+            "banned source reached gw{}",
+            i + 1
+        );
+        assert!(
+            reach(&net, i, CONTROL, 20) >= 18,
+            "the control source is served on gw{}",
+            i + 1
+        );
+    }
+    let m = scrape(&netns_path(&net.gws[1]), 9477);
+    assert_eq!(sample(&m, "firewall_fleet_connected"), Some(1.0));
+    assert_eq!(
+        sample(&m, "firewall_fleet_entries_received_total"),
+        Some(20.0)
+    );
+    assert_eq!(
+        sample(&m, "firewall_blocklist_entries{origin=\"fleet\"}"),
+        Some(20.0)
+    );
+    assert!(
+        m.contains("firewall_fleet_propagation_seconds_count 20"),
+        "{m}"
+    );
+    let s1 = status(&gws[0]);
+    assert_eq!(s1["published"], 20, "{s1}");
+    assert_eq!(s1["outbox"], 0);
+
+    // 2. block add --ttl on gw2 expires everywhere; block del on gw3
+    //    propagates; another client's entry is enforced by all.
+    let ttl = format!("{}/32", src(140));
+    ok(&gws[1], &["block", "add", &src(140), "--ttl", "3s"]);
+    let t = wait_until(
+        "a --ttl block reaches gw1 and gw3",
+        Duration::from_secs(2),
+        || blocked(&gws[0], &ttl).is_some() && blocked(&gws[2], &ttl).is_some(),
+    );
+    println!("`block add --ttl 3s` on gw2 listed on gw1 and gw3 after {t:?}");
+    let t = wait_until(
+        "the --ttl block expires everywhere",
+        Duration::from_secs(6),
+        || gws.iter().all(|g| blocked(g, &ttl).is_none()),
+    );
+    println!("... and gone from all three {t:?} later");
+    let manual = format!("{}/32", src(141));
+    ok(
+        &gws[2],
+        &["block", "add", &src(141), "--comment", "by hand"],
+    );
+    wait_until(
+        "a manual block reaches gw1 and gw2",
+        Duration::from_secs(2),
+        || blocked(&gws[0], &manual).is_some() && blocked(&gws[1], &manual).is_some(),
+    );
+    ok(&gws[2], &["block", "del", &src(141)]);
+    let t = wait_until("block del propagates", Duration::from_secs(2), || {
+        blocked(&gws[0], &manual).is_none() && blocked(&gws[1], &manual).is_none()
+    });
+    println!("`block del` on gw3 removed on gw1 and gw2 after {t:?}");
+    let foreign = format!("{}/32", src(142));
+    let (k, v) = (
+        foreign.clone(),
+        record(&foreign, "ops-tool", Some(Duration::from_secs(3600))),
+    );
+    bus(&net.hub, move |_, kv| {
+        Box::pin(async move {
+            kv.put(k, v.into()).await.unwrap();
+        })
+    });
+    wait_until(
+        "another client's entry is applied by all",
+        Duration::from_secs(2),
+        || gws.iter().all(|g| blocked(g, &foreign).is_some()),
+    );
+    assert_eq!(
+        reach(&net, 0, &src(142), 20),
+        0,
+        "another client's entry enforced"
+    );
+
+    // 3. Hostile bucket contents: skipped, counted, nothing applied.
+    let hostile: Vec<(String, Vec<u8>)> = vec![
+        (format!("{}/32", src(150)), b"not json at all".to_vec()),
+        (format!("{}/32", src(151)), br#"{"cidr":"10.77.0.300/32","origin":"manual","gateway":"x","created_at":"2026-01-01T00:00:00Z"}"#.to_vec()),
+        ("0.0.0.0/0".into(), record("0.0.0.0/0", "evil", None)),
+        (format!("{}/32", src(152)), {
+            let mut r: Value = serde_json::from_slice(&record(&format!("{}/32", src(152)), "evil", None)).unwrap();
+            r["expires_at"] = json!("9999-12-31T23:59:59Z");
+            serde_json::to_vec(&r).unwrap()
+        }),
+    ];
+    let sentinel = format!("{}/32", src(143));
+    let sv = record(&sentinel, "ops-tool", Some(Duration::from_secs(3600)));
+    let junk = 100_000u64;
+    let t0 = Instant::now();
+    bus(&net.hub, move |client, kv| {
+        Box::pin(async move {
+            for (k, v) in hostile {
+                kv.put(k, v.into()).await.unwrap();
+            }
+            // Junk keys, pipelined: a thousand publishes, then their acks
+            // (unacknowledged publishes may be dropped by a busy server).
+            let js = async_nats::jetstream::new(client);
+            for batch in 0..junk / 1000 {
+                let mut acks = Vec::with_capacity(1000);
+                for i in batch * 1000..(batch + 1) * 1000 {
+                    acks.push(
+                        js.publish(format!("$KV.{BUCKET}.junk{i}"), "x".into())
+                            .await
+                            .unwrap(),
+                    );
+                }
+                for a in acks {
+                    a.await.expect("junk stored");
+                }
+            }
+            kv.put(sentinel, sv.into()).await.unwrap();
+        })
+    });
+    let sentinel = format!("{}/32", src(143));
+    wait_until(
+        "every gateway reads past 100,000 junk keys",
+        Duration::from_secs(60),
+        || gws.iter().all(|g| blocked(g, &sentinel).is_some()),
+    );
+    println!(
+        "100,004 hostile entries written and read past by all three gateways in {:?}",
+        t0.elapsed()
+    );
+    for (i, g) in gws.iter_mut().enumerate() {
+        assert!(g.is_running(), "gw{} died", i + 1);
+        for bad in [
+            format!("{}/32", src(150)),
+            format!("{}/32", src(151)),
+            "0.0.0.0/0".into(),
+            format!("{}/32", src(152)),
+        ] {
+            assert!(blocked(g, &bad).is_none(), "{bad} applied on gw{}", i + 1);
+        }
+        // `fleet status` is rewritten every 250 ms: wait for the counts.
+        wait_until("the skips are counted", Duration::from_secs(5), || {
+            status(g)["skipped"]["bad_key"].as_u64() >= Some(junk)
+        });
+        let s = status(g);
+        let sk = &s["skipped"];
+        assert_eq!(sk["not_json"], 1, "{s}");
+        assert_eq!(sk["bad_cidr"], 1, "{s}");
+        assert_eq!(sk["prefix_too_short"], 1, "{s}");
+        assert_eq!(sk["expiry_too_far"], 1, "{s}");
+        assert!(sk["bad_key"].as_u64() >= Some(junk), "{s}");
+        assert!(g
+            .events()
+            .iter()
+            .any(|e| e["event"] == "fleet_skip" && e["reason"] == "not_json"));
+    }
+    assert!(
+        reach(&net, 1, CONTROL, 20) >= 18,
+        "the control source is still served"
+    );
+
+    // 4. Outage: the server stalls (SIGSTOP), then dies and comes back.
+    nats.signal(libc::SIGSTOP);
+    let t = wait_until(
+        "gateways notice the stalled bus",
+        Duration::from_secs(15),
+        || gws.iter().all(|g| status(g)["connected"] == false),
+    );
+    println!("bus stalled (SIGSTOP): every gateway reports disconnected after {t:?}");
+    let m = scrape(&netns_path(&net.gws[0]), 9477);
+    assert_eq!(sample(&m, "firewall_fleet_connected"), Some(0.0));
+    let late = format!("{}/32", src(125));
+    flood(&net, 0, &src(125));
+    gws[0]
+        .wait_for_event(Duration::from_secs(5), |e| {
+            e["event"] == "ban" && e["prefix"] == late
+        })
+        .expect("gw1 bans locally while the bus is down");
+    assert_eq!(reach(&net, 0, &src(125), 20), 0, "gw1 enforces its own ban");
+    wait_until(
+        "the ban waits in gw1's outbox",
+        Duration::from_secs(5),
+        || status(&gws[0])["outbox"].as_u64() >= Some(1),
+    );
+    for i in 1..3 {
+        assert_eq!(
+            reach(&net, i, &src(101), 20),
+            0,
+            "gw{} keeps enforcing",
+            i + 1
+        );
+        assert!(
+            blocked(&gws[i], &format!("{}/32", src(120))).is_some(),
+            "nothing flushed"
+        );
+    }
+    // gw3 restarts while the bus is down.
+    let pin3 = gws[2].pin_dir().to_path_buf();
+    gws[2].stop();
+    let old3 = std::mem::replace(
+        &mut gws[2],
+        start_gw(&net.gws[2], &policies[2], Some(&pin3)),
+    );
+    assert_eq!(
+        reach(&net, 2, &src(101), 20),
+        0,
+        "restarted gw3 enforces from its pins"
+    );
+    nats.kill();
+    nats.spawn();
+    let back = Instant::now();
+    let t = wait_until("gw1's outbox drains", Duration::from_secs(15), || {
+        status(&gws[0])["outbox"] == 0 && status(&gws[0])["connected"] == true
+    });
+    println!("server restarted: gw1 reconnected and drained its outbox in {t:?}");
+    for i in 1..3 {
+        wait_until("the others catch up", Duration::from_secs(15), || {
+            blocked(&gws[i], &late).is_some()
+        });
+        println!(
+            "gw{} has the ban made during the outage {:?} after the restart",
+            i + 1,
+            back.elapsed()
+        );
+        assert_eq!(reach(&net, i, &src(125), 20), 0);
+    }
+    assert_eq!(status(&gws[2])["connected"], true);
+    drop(old3);
+}
