@@ -37,15 +37,12 @@ pub enum Applied {
 /// left of its lifetime.
 pub fn apply(maps: &mut Maps, r: &Remote, now: SystemTime) -> Result<Applied> {
     let _lock = maps.write_lock()?;
-    let ttl = match r.expires_at {
-        // Checked to be in the future; a few ms may have passed since.
-        Some(t) => Some(
-            t.duration_since(now)
-                .unwrap_or_default()
-                .max(std::time::Duration::from_millis(1)),
-        ),
-        None => None,
-    };
+    // Checked to be in the future; a few ms may have passed since.
+    let ttl = r.expires_at.map(|t| {
+        t.duration_since(now)
+            .unwrap_or_default()
+            .max(std::time::Duration::from_millis(1))
+    });
     let expires_ns = ttl.map(crate::clock::expiry_after).unwrap_or(0);
     let old = maps.list_get(List::Block, &r.net)?;
     let how = match old {
