@@ -2,191 +2,23 @@
 //! temp dir) in a hub namespace, bridged to three gateway namespaces, each
 //! with its own `firewall run` and pin directory, and an attacker on the
 //! same bridge. Real packets, real bans, a real outage.
-//!
-//! ```text
-//!   hub ns: br0 10.77.0.1/24, nats-server -js
-//!     |-- gw1 ns: hub 10.77.0.11   (firewall run --iface hub)
-//!     |-- gw2 ns: hub 10.77.0.12
-//!     |-- gw3 ns: hub 10.77.0.13
-//!     '-- att ns: hub 10.77.0.100, .101-.160 (sources to ban)
-//! ```
+//! The topology is `tests::fleet`'s.
 
 use std::{
     net::{IpAddr, SocketAddr},
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::Command,
     time::{Duration, Instant, SystemTime},
 };
 
 use serde_json::{json, Value};
 use tests::{
     e2e::{json, ok, policy_file, sample, scrape},
-    in_netns, netns_path, nsenter_cmd, send_udp, FirewallDaemon, UdpSink,
+    fleet::{gateway_policy, gw_ip, src, FleetNet, NatsServer, CONTROL, HUB},
+    in_netns, netns_path, send_udp, FirewallDaemon, UdpSink,
 };
 
-const HUB: &str = "10.77.0.1";
 const BUCKET: &str = "bans";
-const CONTROL: &str = "10.77.0.100";
-
-fn gw_ip(i: usize) -> String {
-    format!("10.77.0.{}", 11 + i)
-}
-
-fn src(n: u8) -> String {
-    format!("10.77.0.{n}")
-}
-
-fn run(cmd: &mut Command) {
-    let o = tests::output_timeout(cmd, Duration::from_secs(20)).expect("running a command");
-    assert!(
-        o.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-}
-
-fn ip(ns: &str, args: &str) {
-    run(Command::new("ip")
-        .args(["-n", ns])
-        .args(args.split_whitespace()));
-}
-
-/// The namespaces and links; dropping it deletes the namespaces.
-struct Net {
-    hub: String,
-    gws: Vec<String>,
-    att: String,
-    all: Vec<String>,
-}
-
-impl Net {
-    fn new() -> Net {
-        // `fw<pid>-...`: tests::cleanup_stale removes leftovers of dead runs.
-        let base = format!("fw{}-fleet", std::process::id());
-        let mut net = Net {
-            hub: format!("{base}-hub"),
-            gws: (1..=3).map(|i| format!("{base}-gw{i}")).collect(),
-            att: format!("{base}-att"),
-            all: Vec::new(),
-        };
-        let names: Vec<String> = [net.hub.clone(), net.att.clone()]
-            .into_iter()
-            .chain(net.gws.clone())
-            .collect();
-        for ns in &names {
-            run(Command::new("ip").args(["netns", "add", ns]));
-            net.all.push(ns.clone());
-            ip(ns, "link set lo up");
-        }
-        let hub = net.hub.clone();
-        ip(&hub, "link add br0 type bridge");
-        ip(&hub, &format!("addr add {HUB}/24 dev br0"));
-        ip(&hub, "link set br0 up");
-        let mut legs: Vec<(String, String)> = net
-            .gws
-            .iter()
-            .enumerate()
-            .map(|(i, g)| (g.clone(), gw_ip(i)))
-            .collect();
-        legs.push((net.att.clone(), CONTROL.to_string()));
-        for (i, (ns, addr)) in legs.iter().enumerate() {
-            ip(
-                &hub,
-                &format!("link add h{i} type veth peer name hub netns {ns}"),
-            );
-            ip(&hub, &format!("link set h{i} master br0"));
-            ip(&hub, &format!("link set h{i} up"));
-            ip(ns, &format!("addr add {addr}/24 dev hub"));
-            ip(ns, "link set hub up");
-            // Spoofed-looking sources from the bridge are received locally.
-            for scope in ["all", "default", "hub"] {
-                let p = format!("/proc/sys/net/ipv4/conf/{scope}/rp_filter");
-                in_netns(&netns_path(ns), move || std::fs::write(p, "0")).unwrap();
-            }
-        }
-        for n in 101..=160u8 {
-            ip(&net.att, &format!("addr add {}/24 dev hub", src(n)));
-        }
-        net
-    }
-}
-
-impl Drop for Net {
-    fn drop(&mut self) {
-        for ns in self.all.drain(..).rev() {
-            let _ = tests::output_timeout(
-                Command::new("ip").args(["netns", "del", &ns]),
-                Duration::from_secs(10),
-            );
-        }
-    }
-}
-
-/// nats-server with JetStream in the hub namespace; killed on drop.
-struct Nats {
-    hub: String,
-    dir: PathBuf,
-    child: Option<Child>,
-}
-
-impl Nats {
-    fn start(hub: &str, dir: &Path) -> Nats {
-        let mut n = Nats {
-            hub: hub.to_string(),
-            dir: dir.to_path_buf(),
-            child: None,
-        };
-        n.spawn();
-        n
-    }
-
-    fn spawn(&mut self) {
-        std::fs::create_dir_all(&self.dir).unwrap();
-        let log = std::fs::File::create(self.dir.join("nats.log")).unwrap();
-        let child = nsenter_cmd(&self.hub, "nats-server")
-            .args(["-js", "-sd"])
-            .arg(self.dir.join("store"))
-            .args(["-a", HUB, "-p", "4222"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("nats-server (apt-get install nats-server; `cargo xtask setup` does)");
-        self.child = Some(child);
-        let hub = netns_path(&self.hub);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !in_netns(&hub, || {
-            std::net::TcpStream::connect_timeout(
-                &format!("{HUB}:4222").parse().unwrap(),
-                Duration::from_millis(200),
-            )
-            .is_ok()
-        }) {
-            assert!(Instant::now() < deadline, "nats-server did not listen");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn signal(&self, sig: i32) {
-        let pid = self.child.as_ref().expect("running").id() as i32;
-        // SAFETY: kill(2) on our own child.
-        assert_eq!(unsafe { libc::kill(pid, sig) }, 0);
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for Nats {
-    fn drop(&mut self) {
-        self.kill();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
 
 /// Runs `f` against the bucket from the hub namespace, as any other NATS
 /// client (an operator's tool, another product) would.
@@ -228,25 +60,7 @@ fn record(cidr: &str, gateway: &str, expires_in: Option<Duration>) -> Vec<u8> {
 }
 
 fn policy(name: &str) -> PathBuf {
-    policy_file(&format!(
-        r#"allow = ["{HUB}/32"]
-
-[defaults]
-rate = 100
-burst = 50
-
-[autoban]
-drops = 50
-window = "5s"
-ban = "1h"
-max_ban = "2h"
-
-[fleet]
-servers = ["nats://{HUB}:4222"]
-name = "{name}"
-bucket = "{BUCKET}"
-"#
-    ))
+    policy_file(&gateway_policy(name, BUCKET))
 }
 
 fn start_gw(ns: &str, policy: &Path, pin: Option<&Path>) -> FirewallDaemon {
@@ -287,7 +101,7 @@ fn status(fw: &FirewallDaemon) -> Value {
 }
 
 /// Datagrams from `from` that reach gateway `i` while sending `n` at 100/s.
-fn reach(net: &Net, i: usize, from: &str, n: u64) -> u64 {
+fn reach(net: &FleetNet, i: usize, from: &str, n: u64) -> u64 {
     let to: SocketAddr = format!("{}:9000", gw_ip(i)).parse().unwrap();
     let sink = UdpSink::bind(&netns_path(&net.gws[i]), to);
     let from: IpAddr = from.parse().unwrap();
@@ -302,7 +116,7 @@ fn reach(net: &Net, i: usize, from: &str, n: u64) -> u64 {
     sink.count_from(from)
 }
 
-fn flood(net: &Net, i: usize, from: &str) {
+fn flood(net: &FleetNet, i: usize, from: &str) {
     let to: SocketAddr = format!("{}:9001", gw_ip(i)).parse().unwrap();
     send_udp(
         &netns_path(&net.att),
@@ -334,9 +148,9 @@ fn bans_and_blocks_are_shared_by_every_gateway() {
         eprintln!("SKIP bans_and_blocks_are_shared_by_every_gateway: no nats-server");
         return;
     }
-    let net = Net::new();
+    let net = FleetNet::new(3).unwrap();
     let dir = std::env::temp_dir().join(format!("fwlog{}-nats", std::process::id()));
-    let mut nats = Nats::start(&net.hub, &dir);
+    let mut nats = NatsServer::start(&net.hub, &dir).unwrap();
     let policies: Vec<PathBuf> = (1..=3).map(|i| policy(&format!("gw{i}"))).collect();
     let mut gws: Vec<FirewallDaemon> = (0..3)
         .map(|i| start_gw(&net.gws[i], &policies[i], None))
@@ -554,7 +368,7 @@ fn bans_and_blocks_are_shared_by_every_gateway() {
     );
 
     // 4. Outage: the server stalls (SIGSTOP), then dies and comes back.
-    nats.signal(libc::SIGSTOP);
+    nats.signal(libc::SIGSTOP).unwrap();
     let t = wait_until(
         "gateways notice the stalled bus",
         Duration::from_secs(15),
@@ -601,7 +415,7 @@ fn bans_and_blocks_are_shared_by_every_gateway() {
         "restarted gw3 enforces from its pins"
     );
     nats.kill();
-    nats.spawn();
+    nats.restart().unwrap();
     let back = Instant::now();
     let t = wait_until("gw1's outbox drains", Duration::from_secs(15), || {
         status(&gws[0])["outbox"] == 0 && status(&gws[0])["connected"] == true
