@@ -402,17 +402,27 @@ fn bans_and_blocks_are_shared_by_every_gateway() {
             "nothing flushed"
         );
     }
-    // gw3 restarts while the bus is down.
-    let pin3 = gws[2].pin_dir().to_path_buf();
-    gws[2].stop();
-    let old3 = std::mem::replace(
-        &mut gws[2],
-        start_gw(&net.gws[2], &policies[2], Some(&pin3)),
-    );
+    // gw1 (with its ban waiting in the outbox) and gw3 restart while the
+    // bus is down: the outbox survives, gw3 catches up later.
+    let mut old = Vec::new();
+    for i in [0, 2] {
+        let pin = gws[i].pin_dir().to_path_buf();
+        gws[i].stop();
+        let restarted = start_gw(&net.gws[i], &policies[i], Some(&pin));
+        old.push(std::mem::replace(&mut gws[i], restarted));
+        // gw1's own ban from the outage, gw3's from the fleet.
+        let banned = if i == 0 { src(125) } else { src(101) };
+        assert_eq!(
+            reach(&net, i, &banned, 20),
+            0,
+            "restarted gw{} enforces from its pins",
+            i + 1
+        );
+    }
     assert_eq!(
-        reach(&net, 2, &src(101), 20),
-        0,
-        "restarted gw3 enforces from its pins"
+        status(&gws[0])["outbox"],
+        1,
+        "the outbox survived gw1's restart"
     );
     nats.kill();
     nats.restart().unwrap();
@@ -433,5 +443,16 @@ fn bans_and_blocks_are_shared_by_every_gateway() {
         assert_eq!(reach(&net, i, &src(125), 20), 0);
     }
     assert_eq!(status(&gws[2])["connected"], true);
-    drop(old3);
+    // gw2 stayed up through the outage: it resumed where it was, so every
+    // entry was applied exactly once.
+    let applied: Vec<String> = gws[1]
+        .events()
+        .iter()
+        .filter(|e| e["event"] == "fleet_apply")
+        .map(|e| e["prefix"].as_str().unwrap().to_string())
+        .collect();
+    let unique: std::collections::BTreeSet<&String> = applied.iter().collect();
+    assert_eq!(applied.len(), unique.len(), "applied twice: {applied:?}");
+    assert!(unique.contains(&late));
+    drop(old);
 }
