@@ -150,6 +150,13 @@ fn bad_files() -> Vec<(String, usize, &'static str)> {
         (s("[autoban]\ndrops = 5\nwindow = \"0s\"\nban = \"10m\"\nmax_ban = \"1h\"\n"), 3, "[autoban] window = \"0s\": must be longer than 0"),
         (s("[autoban]\ndrops = 5\nwindow = \"10s\"\nban = \"2d\"\nmax_ban = \"1h\"\n"), 4, "[autoban] ban = \"2d\" is longer than max_ban = \"1h\": ban must be at most max_ban"),
         (s("autoban = \"on\"\n"), 1, "`autoban` must be a table"),
+        // --- fleet ---
+        (s("[fleet]\nname = \"gw1\"\n"), 1, "[fleet] is missing key `servers`; required: servers"),
+        (s("[fleet]\nservers = [\"http://10.0.0.5:4222\"]\n"), 2, "[fleet] servers entry \"http://10.0.0.5:4222\": must be a NATS URL"),
+        (s("[fleet]\nservers = \"nats://10.0.0.5\"\n"), 2, "[fleet] servers = \"nats://10.0.0.5\": must be an array of NATS URLs"),
+        (s("[fleet]\nservers = [\"nats://a\"]\nshare = [\"fleet\"]\n"), 3, "(entries from the fleet are never published again)"),
+        (s("[fleet]\nservers = [\"nats://a\"]\nmin_prefix_v4 = 0\n"), 3, "[fleet] min_prefix_v4 = 0: must be an integer from 1 to 32"),
+        (s("[fleet]\nservers = [\"nats://a\"]\nbucket = \"bans.eu\"\n"), 3, "[fleet] bucket = \"bans.eu\": must be a bucket name"),
     ]
 }
 
