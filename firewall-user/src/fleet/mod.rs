@@ -106,6 +106,10 @@ pub fn sync(
     }
     if let Some(f) = running.take() {
         f.stop(stats);
+        if wanted.is_none() {
+            // `fleet status` should not show a worker that is gone for good.
+            let _ = std::fs::remove_file(status::path(pin_dir));
+        }
     }
     if let Some(cfg) = wanted {
         match Fleet::start(cfg.clone(), pin_dir, log.clone(), stats.clone()) {

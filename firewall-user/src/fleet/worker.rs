@@ -170,6 +170,7 @@ impl Worker {
         if let Err(e) = self.outbox.save() {
             eprintln!("error: fleet: saving the outbox: {e:#}");
         }
+        self.stats.connected.store(false, Ordering::Relaxed);
         self.write_report();
     }
 
