@@ -443,6 +443,12 @@ fn bans_and_blocks_are_shared_by_every_gateway() {
         assert_eq!(reach(&net, i, &src(125), 20), 0);
     }
     assert_eq!(status(&gws[2])["connected"], true);
+    let ev = gws[1].events();
+    let at = |name: &str| ev.iter().rposition(|e| e["event"] == name);
+    assert!(
+        at("fleet_disconnect").is_some() && at("fleet_connect") > at("fleet_disconnect"),
+        "gw2 logged the disconnect and the reconnect"
+    );
     // gw2 stayed up through the outage: it resumed where it was, so every
     // entry was applied exactly once.
     let applied: Vec<String> = gws[1]
