@@ -267,20 +267,37 @@ fn bans_and_blocks_are_shared_by_every_gateway() {
     });
     println!("`block del` on gw3 removed on gw1 and gw2 after {t:?}");
     let foreign = format!("{}/32", src(142));
-    let (k, v) = (
-        foreign.clone(),
-        record(&foreign, "ops-tool", Some(Duration::from_secs(3600))),
-    );
+    // And an IPv6 prefix without expiry, under its encoded key.
+    let v6 = "2001:db8:bad::/48";
+    let puts = vec![
+        (
+            foreign.clone(),
+            record(&foreign, "ops-tool", Some(Duration::from_secs(3600))),
+        ),
+        (
+            "2001-db8-bad--/48".to_string(),
+            record(v6, "ops-tool", None),
+        ),
+    ];
     bus(&net.hub, move |_, kv| {
         Box::pin(async move {
-            kv.put(k, v.into()).await.unwrap();
+            for (k, v) in puts {
+                kv.put(k, v.into()).await.unwrap();
+            }
         })
     });
     wait_until(
-        "another client's entry is applied by all",
+        "another client's entries are applied by all",
         Duration::from_secs(2),
-        || gws.iter().all(|g| blocked(g, &foreign).is_some()),
+        || {
+            gws.iter()
+                .all(|g| blocked(g, &foreign).is_some() && blocked(g, v6).is_some())
+        },
     );
+    let row = blocked(&gws[0], v6).unwrap();
+    assert_eq!(row["origin"], "fleet");
+    assert!(row["expires"].is_null(), "no expiry: {row}");
+    assert_eq!(row["comment"], "fleet:ops-tool");
     assert_eq!(
         reach(&net, 0, &src(142), 20),
         0,
