@@ -177,7 +177,10 @@ pub struct Config {
     pub drop_inc: u32,
     pub drop_window: u32,
     pub drop_quiet: u32,
-    pub _pad4: u32,
+    /// Counts every config write, with or without a new generation: what
+    /// mirrors the lists (the fleet publisher) notices exact-host changes
+    /// by it. Not read by the program.
+    pub writes: u32,
 }
 
 /// An LPM trie key's data for IPv4/IPv6 (the prefix length precedes it).

@@ -46,6 +46,9 @@ pub enum Command {
     Crowdsec(CrowdsecCmd),
     /// Validate a policy file.
     Check { file: PathBuf },
+    /// Entries shared with the other gateways (`[fleet]`).
+    #[command(subcommand)]
+    Fleet(FleetCmd),
     /// Remove the data plane from one or all interfaces and unpin it.
     Detach {
         #[arg(long, value_name = "IF")]
@@ -185,5 +188,12 @@ pub enum LimitCmd {
 #[derive(Subcommand, Debug)]
 pub enum CrowdsecCmd {
     /// LAPI reachable or not, last pull, decisions applied and skipped, alerts pushed.
+    Status(JsonArg),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum FleetCmd {
+    /// Connected or not, server, bucket, this gateway's name, entries
+    /// received per origin, entries waiting in the outbox, last revision.
     Status(JsonArg),
 }

@@ -10,6 +10,7 @@ pub mod commands;
 pub mod crowdsec;
 pub mod daemon;
 pub mod error;
+pub mod fleet;
 pub mod lists;
 pub mod loader;
 pub mod maps;

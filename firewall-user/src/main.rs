@@ -1,7 +1,7 @@
 use clap::Parser;
 use firewall_common::Origin;
 use firewall_user::{
-    cli::{AllowCmd, BlockCmd, Cli, Command, CrowdsecCmd, LimitCmd},
+    cli::{AllowCmd, BlockCmd, Cli, Command, CrowdsecCmd, FleetCmd, LimitCmd},
     commands::{self, lists::parse_all},
     daemon,
     error::exit_code,
@@ -28,6 +28,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             .build()?
             .block_on(daemon::run(pin, args)),
         Command::Check { file } => check(&file),
+        Command::Fleet(FleetCmd::Status(a)) => firewall_user::fleet::status::run(pin, a.json),
         Command::Detach { iface } => {
             let gone = loader::detach(pin, iface.as_deref())?;
             for a in &gone {

@@ -187,6 +187,7 @@ impl Maps {
             wrapped = firewall_common::short_generation(cfg.generation) == 0;
         }
         cfg.set = next as u8;
+        cfg.writes = cfg.writes.wrapping_add(1);
         self.config.set(next as u32, cfg, 0)?;
         self.active.set(0, next as u32, 0)?;
         if wrapped {

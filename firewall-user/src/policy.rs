@@ -21,6 +21,7 @@ use ipnet::IpNet;
 use toml_edit::{ImDocument, Item, Value};
 
 mod crowdsec_table;
+pub mod fleet;
 
 /// Default per-source rate (packets per second).
 pub const DEFAULT_RATE: u64 = 100;
@@ -52,6 +53,8 @@ pub struct Policy {
     pub table: Table,
     /// `[crowdsec]`: bouncer and watcher of a CrowdSec local API.
     pub crowdsec: Option<crate::crowdsec::Config>,
+    /// `[fleet]`: entries shared with other gateways over NATS.
+    pub fleet: Option<fleet::Fleet>,
 }
 
 /// `[table]`: sizes of the kernel tables, applied when the data plane is
@@ -91,6 +94,7 @@ impl Default for Policy {
             autoban: None,
             table: Table::default(),
             crowdsec: None,
+            fleet: None,
         }
     }
 }
@@ -311,7 +315,7 @@ pub fn parse(text: &str) -> Checked {
 }
 
 const TOP_KEYS: &[&str] = &[
-    "allow", "block", "defaults", "limit", "rule", "flood", "autoban", "table", "crowdsec",
+    "allow", "block", "defaults", "limit", "rule", "flood", "autoban", "table", "crowdsec", "fleet",
 ];
 const TABLE_KEYS: &[&str] = &["max_sources", "max_list_entries"];
 const DEFAULTS_KEYS: &[&str] = &["rate", "burst", "ipv4_prefix", "ipv6_prefix", "mode"];
@@ -524,6 +528,9 @@ impl<'t> Cx<'t> {
         }
         if let Some(e) = view.get("crowdsec") {
             policy.crowdsec = self.crowdsec(e);
+        }
+        if let Some(e) = view.get("fleet") {
+            policy.fleet = self.fleet(e);
         }
         Some(policy)
     }

@@ -87,7 +87,7 @@ fn bad_files() -> Vec<(String, usize, &'static str)> {
         (s("allow = [\"10.0.0.0/8\"\n\n[defaults]\n"), 3, "invalid TOML"),
         (s("[defaults]\nrate = 1\nrate = 2\n"), 3, "invalid TOML"),
         // --- unknown keys, every table ---
-        (s("allowlist = []\n"), 1, "unknown top-level key `allowlist`; valid keys: allow, block, defaults, limit, rule, flood, autoban, table, crowdsec"),
+        (s("allowlist = []\n"), 1, "unknown top-level key `allowlist`; valid keys: allow, block, defaults, limit, rule, flood, autoban, table, crowdsec, fleet"),
         (s("[defaults]\nrte = 5\n"), 2, "unknown key `rte` in [defaults]; valid keys: rate, burst, ipv4_prefix, ipv6_prefix, mode (did you mean `rate`?)"),
         (s("[defaults]\nrate = 5\nallow = [\"10.0.0.0/8\"]\n"), 3, "unknown key `allow` in [defaults]; valid keys: rate, burst, ipv4_prefix, ipv6_prefix, mode (top-level keys such as allow and block must come before the first [table])"),
         (s("[flood]\nblock = [\"10.0.0.0/8\"]\n"), 2, "top-level keys such as allow and block must come before the first [table]"),
@@ -170,6 +170,13 @@ fn bad_files() -> Vec<(String, usize, &'static str)> {
         (cs("lapi_url = \"http://127.0.0.1:8080\"\napi_key_file = \"/k\"\nmachine_id = \"gw 1\"\n"), 4, "[crowdsec] machine_id = \"gw 1\": must be 1 to 128 printable ASCII characters"),
         (cs("lapi_url = \"http://127.0.0.1:8080\"\napi_key = \"abc\"\n"), 3, "unknown key `api_key` in [crowdsec]; valid keys: lapi_url, api_key_file, poll, push, machine_id, password_file"),
         (s("crowdsec = \"on\"\n"), 1, "`crowdsec` must be a table"),
+        // --- fleet ---
+        (s("[fleet]\nname = \"gw1\"\n"), 1, "[fleet] is missing key `servers`; required: servers"),
+        (s("[fleet]\nservers = [\"http://10.0.0.5:4222\"]\n"), 2, "[fleet] servers entry \"http://10.0.0.5:4222\": must be a NATS URL"),
+        (s("[fleet]\nservers = \"nats://10.0.0.5\"\n"), 2, "[fleet] servers = \"nats://10.0.0.5\": must be an array of NATS URLs"),
+        (s("[fleet]\nservers = [\"nats://a\"]\nshare = [\"fleet\"]\n"), 3, "(entries from the fleet are never published again)"),
+        (s("[fleet]\nservers = [\"nats://a\"]\nmin_prefix_v4 = 0\n"), 3, "[fleet] min_prefix_v4 = 0: must be an integer from 1 to 32"),
+        (s("[fleet]\nservers = [\"nats://a\"]\nbucket = \"bans.eu\"\n"), 3, "[fleet] bucket = \"bans.eu\": must be a bucket name"),
     ]
 }
 

@@ -21,6 +21,7 @@ pub mod e2e;
 pub mod firewall;
 #[cfg(feature = "dataplane")]
 pub mod fixtures;
+pub mod fleet;
 #[cfg(feature = "dataplane")]
 pub mod fuzz;
 #[cfg(feature = "dataplane")]

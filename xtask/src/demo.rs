@@ -28,6 +28,10 @@ pub struct DemoArgs {
     /// Skip `cargo xtask setup` and the release build.
     #[arg(long)]
     no_build: bool,
+    /// Instead: three gateways sharing bans through NATS JetStream
+    /// (`[fleet]`); a flood banned on one is dropped by the others.
+    #[arg(long)]
+    fleet: bool,
 }
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
@@ -50,14 +54,14 @@ fn trap_signals() {
     }
 }
 
-fn check_interrupt() -> Result<()> {
+pub(crate) fn check_interrupt() -> Result<()> {
     if INTERRUPTED.load(Ordering::SeqCst) {
         bail!("interrupted; cleaning up");
     }
     Ok(())
 }
 
-struct TempDir(std::path::PathBuf);
+pub(crate) struct TempDir(pub(crate) std::path::PathBuf);
 
 impl Drop for TempDir {
     fn drop(&mut self) {
@@ -83,6 +87,9 @@ pub fn demo(args: &DemoArgs) -> Result<()> {
         bail!("cannot run the demo here: {problem}");
     }
     trap_signals();
+    if args.fleet {
+        return crate::demo_fleet::demo(&bin);
+    }
 
     println!("\n== sandbox: client and attacker namespaces joined to a gateway by veth ==");
     let sb = Sandbox::new()?;

@@ -12,6 +12,7 @@
 
 mod bench;
 mod demo;
+mod demo_fleet;
 mod fuzz;
 mod kernels;
 mod package;
@@ -50,7 +51,8 @@ enum Cmd {
         cargo_args: Vec<String>,
     },
     /// Setup, build, then run the firewall on a sandbox gateway with a client
-    /// flow and an attacker flood, and show who got through.
+    /// flow and an attacker flood, and show who got through (`--fleet`:
+    /// three gateways sharing bans through NATS).
     Demo(demo::DemoArgs),
     /// Setup, then a million random and mutated frames through the XDP and
     /// TC programs (BPF_PROG_TEST_RUN), every one checked.

@@ -15,6 +15,8 @@ const APT_PACKAGES: &[&str] = &[
     "util-linux",
     // `firewall top --watch` is tested in tmux (tests/tests/ops_tui.rs).
     "tmux",
+    // The fleet bus (NATS JetStream) in tests/tests/e2e_fleet.rs.
+    "nats-server",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";

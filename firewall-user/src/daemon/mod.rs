@@ -29,6 +29,7 @@ use crate::{
     clock::{mono_ns, rfc3339},
     commands,
     error::bad,
+    fleet,
     lists::List,
     loader,
     maps::Maps,
@@ -69,6 +70,9 @@ struct Daemon {
     attached: Vec<loader::Attachment>,
     /// The CrowdSec worker, while `[crowdsec]` is in force.
     crowdsec: Option<crate::crowdsec::Handle>,
+    /// The `[fleet]` worker, while the policy has that section.
+    fleet: Option<fleet::Fleet>,
+    fleet_stats: Arc<fleet::Stats>,
 }
 
 fn stamp(p: &Path) -> Option<(SystemTime, u64)> {
@@ -144,7 +148,10 @@ pub async fn run(pin_dir: &Path, args: RunArgs) -> Result<()> {
     let counters = Arc::new(DaemonCounters::default());
     metrics::count_tracked(pin_dir.to_path_buf(), counters.clone());
     counters.reloads_ok.fetch_add(1, Ordering::Relaxed);
-    let registry = Arc::new(metrics::registry(pin_dir.to_path_buf(), counters.clone()));
+    let fleet_stats = Arc::new(fleet::Stats::default());
+    let mut registry = metrics::registry(pin_dir.to_path_buf(), counters.clone());
+    fleet_stats.register(&mut registry);
+    let registry = Arc::new(registry);
     let server = tokio::spawn(metrics::serve(listener, registry));
     let st = DaemonState {
         pid: std::process::id(),
@@ -184,13 +191,19 @@ pub async fn run(pin_dir: &Path, args: RunArgs) -> Result<()> {
         state: st,
         attached: loader::attachments(pin_dir)?,
         crowdsec: None,
+        fleet: None,
+        fleet_stats,
     };
     d.sync_crowdsec();
     // The program objects are not needed any more: links and maps are pinned.
     drop(ebpf);
+    d.sync_fleet();
     let result = d.main_loop().await;
     if let Some(h) = d.crowdsec.take() {
         h.stop();
+    }
+    if let Some(f) = d.fleet.take() {
+        f.stop(&d.fleet_stats);
     }
     notify::stopping();
     server.abort();
@@ -294,6 +307,17 @@ impl Daemon {
         );
     }
 
+    fn sync_fleet(&mut self) {
+        let wanted = self.policy.fleet.as_ref();
+        fleet::sync(
+            &mut self.fleet,
+            wanted,
+            &self.pin_dir,
+            &self.log,
+            &self.fleet_stats,
+        );
+    }
+
     fn reload(&mut self, why: &str) {
         let Some(path) = self.args.config.clone() else {
             self.log.emit(
@@ -319,6 +343,7 @@ impl Daemon {
             Ok(p) => {
                 self.policy = p;
                 self.sync_crowdsec();
+                self.sync_fleet();
                 self.counters.reloads_ok.fetch_add(1, Ordering::Relaxed);
                 self.state.last_reload_ok = true;
                 let generation = self.maps.config().map(|c| c.generation).unwrap_or(0);
@@ -452,6 +477,11 @@ impl Daemon {
             Some("autoban"),
         )?;
         self.counters.bans.fetch_add(1, Ordering::Relaxed);
+        let reason = format!(
+            "{} rate-limited drops within {}",
+            ab.drops,
+            humantime::format_duration(ab.window)
+        );
         if let Some(cs) = &self.crowdsec {
             cs.ban(crate::crowdsec::Ban {
                 net,
@@ -468,8 +498,11 @@ impl Daemon {
             "ban",
             json!({"src": src.to_string(), "prefix": net.to_string(), "rule": rule,
                    "ttl": humantime::format_duration(ttl).to_string(), "ttl_secs": ttl.as_secs(),
-                   "reason": format!("{} rate-limited drops within {}", ab.drops, humantime::format_duration(ab.window))}),
+                   "reason": reason}),
         );
+        if let Some(f) = &self.fleet {
+            f.banned(net, reason);
+        }
         Ok(())
     }
 }
