@@ -134,8 +134,8 @@ pub fn micro(size: Size, rate: u64, burst: u64) -> String {
                 "\n[[limit]]\ncidr = \"2001:db8:c{i:03x}::/48\"\nrate = {HIGH_RATE}\nburst = {HIGH_RATE}\n"
             );
         }
-        // Ten service rules; the measured UDP packets (port 9) match none,
-        // so every packet is checked against all ten.
+        // Ten service rules; the measured UDP packets (port 9) match none:
+        // the port prefilter lets them skip the rule loop.
         let rules: [(&str, &str, Option<&str>, bool); 10] = [
             ("ssh-syn", "tcp", Some("22"), true),
             ("http", "tcp", Some("80"), false),

@@ -82,6 +82,51 @@ pub fn run(cfg: &Cfg) -> Result<Value> {
         }
     }
 
+    // `/metrics` with a million tracked sources: the count is kept by a
+    // background walk, so a scrape must not grow with the table.
+    eprintln!("bench: scale: /metrics with many tracked sources");
+    let n_metrics: u32 = if cfg.quick { 100_000 } else { 1_000_000 };
+    let big = tmp.0.join("big.toml");
+    std::fs::write(
+        &big,
+        format!(
+            "{}\n[table]\nmax_sources = {}\n",
+            pol::scale(),
+            n_metrics.next_power_of_two()
+        ),
+    )?;
+    let metrics = {
+        let d = start(&topo, &big)?;
+        let t = Instant::now();
+        let inserted = fill_batched(&d, n_metrics)?;
+        let fill_s = t.elapsed().as_secs_f64();
+        // The background count catches up within its period.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut tracked = 0.0;
+        while Instant::now() < deadline {
+            let m = tests::e2e::scrape(&format!("/run/netns/{}", topo.gw_ns), 9477);
+            tracked = tests::e2e::sample(&m, "firewall_tracked_sources").unwrap_or(0.0);
+            if tracked >= n_metrics as f64 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let mut scrape_ms = Vec::new();
+        for _ in 0..10 {
+            let t = Instant::now();
+            let m = tests::e2e::scrape(&format!("/run/netns/{}", topo.gw_ns), 9477);
+            scrape_ms.push(t.elapsed().as_secs_f64() * 1e3);
+            if tests::e2e::sample(&m, "firewall_tracked_sources").is_none() {
+                bail!("/metrics has no firewall_tracked_sources");
+            }
+        }
+        json!({
+            "tracked_sources": n_metrics, "inserted": inserted, "fill_seconds": fill_s,
+            "tracked_reported": tracked, "scrape_ms": scrape_ms,
+            "median_scrape_ms": median(&scrape_ms),
+        })
+    };
+
     // The spoofed flood with the table pre-filled.
     let mut prefill = Vec::new();
     for pct in [10u64, 100, 1000] {
@@ -115,6 +160,7 @@ pub fn run(cfg: &Cfg) -> Result<Value> {
             "entries": n_reload, "seconds": reload_s, "median_seconds": median(&reload_s),
         },
         "prefill": prefill,
+        "metrics": metrics,
         "prefill_policy": pol::scale(),
         "capacity": SOURCES_CAPACITY,
     }))
@@ -192,6 +238,50 @@ fn fill(d: &FirewallDaemon, n: u32) -> Result<(u32, usize)> {
     }
     let present = maps.count_sources()?;
     Ok((inserted, present))
+}
+
+/// Fills the IPv4 table with `n` tracked sources (10.0.0.0 + i) with
+/// batched updates: as the table of a gateway that has seen them.
+fn fill_batched(d: &FirewallDaemon, n: u32) -> Result<u32> {
+    let maps = Maps::open(d.pin_dir())?;
+    let cfg = maps.config()?;
+    let st = SourceState {
+        packets: 1,
+        generation: short_generation(cfg.generation),
+        class_slot: SourceState::pack(class::LIMITED, 0),
+        ..Default::default()
+    };
+    let data = aya::maps::MapData::from_pin(d.pin_dir().join(firewall_common::maps::SOURCES_V4))?;
+    let base = u32::from(SPOOF_BASE);
+    let value = pod(&st);
+    let mut done = 0;
+    for chunk_start in (0..n).step_by(50_000) {
+        let end = (chunk_start + 50_000).min(n);
+        let mut keys = Vec::with_capacity((end - chunk_start) as usize * 8);
+        let mut vals = Vec::with_capacity((end - chunk_start) as usize * value.len());
+        for i in chunk_start..end {
+            keys.extend_from_slice(&(base + i).to_be_bytes());
+            keys.extend_from_slice(&[0; 4]);
+            vals.extend_from_slice(&value);
+        }
+        firewall_user::batch::update(&data, &keys, &vals, (end - chunk_start) as usize)
+            .context("batch-filling the per-source table")?;
+        done = end;
+    }
+    Ok(done)
+}
+
+/// The bytes of a per-source value as the kernel stores it.
+fn pod(st: &SourceState) -> Vec<u8> {
+    let mut v = Vec::with_capacity(24);
+    v.extend_from_slice(&st.tat.to_ne_bytes());
+    v.extend_from_slice(&st.drop_tat.to_ne_bytes());
+    v.extend_from_slice(&st.packets.to_ne_bytes());
+    v.extend_from_slice(&st.drops.to_ne_bytes());
+    v.extend_from_slice(&st.generation.to_ne_bytes());
+    v.extend_from_slice(&st.class_slot.to_ne_bytes());
+    assert_eq!(v.len(), std::mem::size_of::<SourceState>());
+    v
 }
 
 fn stats(d: &FirewallDaemon) -> Value {
