@@ -132,3 +132,41 @@ impl Flows {
             .collect()
     }
 }
+
+/// Sends `n` UDP frames from the attacker, each from its own forged source
+/// (100.64.0.0 + i), as fast as the raw socket takes them, for at most
+/// `deadline`. Returns the frames sent and the time taken.
+pub fn spoofed_flood(
+    sb: &crate::Sandbox,
+    n: u32,
+    deadline: std::time::Duration,
+) -> (u64, std::time::Duration) {
+    use std::net::Ipv4Addr;
+    let template = sb
+        .attacker_frame(
+            "100.64.0.1".parse().unwrap(),
+            "198.51.100.1".parse().unwrap(),
+        )
+        .udp(40000, 9000, 18)
+        .build();
+    let sock = crate::RawSocket::open(&sb.attacker_path(), &sb.attacker_if).expect("raw socket");
+    let start = std::time::Instant::now();
+    let mut frame = template.clone();
+    // No UDP checksum: only the IP header changes per frame.
+    frame[14 + 20 + 6..14 + 20 + 8].copy_from_slice(&[0, 0]);
+    let mut sent = 0;
+    for i in 0..n {
+        if start.elapsed() > deadline {
+            break;
+        }
+        let src = Ipv4Addr::from(0x6440_0000u32 + i);
+        frame[14 + 12..14 + 16].copy_from_slice(&src.octets());
+        frame[14 + 10..14 + 12].copy_from_slice(&[0, 0]);
+        let c = crate::packet::checksum(&frame[14..34]);
+        frame[14 + 10..14 + 12].copy_from_slice(&c.to_be_bytes());
+        if sock.send(&frame).is_ok() {
+            sent += 1;
+        }
+    }
+    (sent, start.elapsed())
+}

@@ -235,6 +235,12 @@ fn policy_rows() -> Vec<Fixture> {
             &[(Passed, 2)],
         ),
         Fixture::new(
+            "UDP to 22, a TCP rule's port: no rule covers it, default bucket",
+            udp(v4(198, 51, 100, 54), 22).build(),
+            3,
+            &[(Passed, 2), (RateLimited, 1)],
+        ),
+        Fixture::new(
             "IPv6 rule dns applies to IPv6 too",
             udp(v6("2001:db8:3::53"), 53).build(),
             2,

@@ -8,9 +8,8 @@ use std::{
 };
 
 use tests::{
-    e2e::{json, policy_file, sock, verdict, within, Flows},
-    packet::checksum,
-    send_udp, FirewallDaemon, RawSocket, Sandbox, UdpSink,
+    e2e::{json, policy_file, sock, spoofed_flood, verdict, within, Flows},
+    send_udp, FirewallDaemon, Sandbox, UdpSink,
 };
 
 fn ip(s: &str) -> IpAddr {
@@ -216,32 +215,6 @@ fn an_upgraded_binary_replaces_the_program_with_no_unfiltered_window() {
 /// Frames from `n` distinct spoofed sources (100.64.0.0 upwards), written
 /// into one buffer in turn: the UDP checksum is zero (optional in IPv4),
 /// the IP header checksum is recomputed.
-fn spoofed_flood(sb: &Sandbox, n: u32, deadline: Duration) -> (u64, Duration) {
-    let template = sb
-        .attacker_frame(ip("100.64.0.1"), ip("198.51.100.1"))
-        .udp(40000, 9000, 18)
-        .build();
-    let sock = RawSocket::open(&sb.attacker_path(), &sb.attacker_if).expect("raw socket");
-    let start = Instant::now();
-    let mut frame = template.clone();
-    frame[14 + 20 + 6..14 + 20 + 8].copy_from_slice(&[0, 0]);
-    let mut sent = 0;
-    for i in 0..n {
-        if start.elapsed() > deadline {
-            break;
-        }
-        let src = Ipv4Addr::from(0x6440_0000u32 + i);
-        frame[14 + 12..14 + 16].copy_from_slice(&src.octets());
-        frame[14 + 10..14 + 12].copy_from_slice(&[0, 0]);
-        let c = checksum(&frame[14..34]);
-        frame[14 + 10..14 + 12].copy_from_slice(&c.to_be_bytes());
-        if sock.send(&frame).is_ok() {
-            sent += 1;
-        }
-    }
-    (sent, start.elapsed())
-}
-
 #[test]
 fn a_spoofed_flood_of_a_million_sources_is_cut_to_the_new_source_budget() {
     if !tests::privileged("a_spoofed_flood_of_a_million_sources_is_cut_to_the_new_source_budget") {

@@ -1,95 +1,137 @@
-//! End to end: `[table]` sizes the kernel tables; `status`, `top` and the
-//! capacity metric show the size; a new size on an adopted, pinned data
-//! plane migrates the tracked sources and says so in an event.
+//! End to end: `[table]` sizes the kernel tables; `status` and the
+//! capacity metric show the size; a gateway tracking 300,000 spoofed
+//! sources answers `/metrics` without walking its table on the scrape; a
+//! restart with a larger size on the pinned data plane keeps the tracked
+//! sources and the blocks, and says so in a `migrate` event.
 
-use std::{net::IpAddr, time::Duration};
-
-use tests::{
-    e2e::{json, policy_file, sample, scrape},
-    send_udp, FirewallDaemon, Sandbox,
+use std::{
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
 };
 
-fn table_policy(max_sources: u32) -> std::path::PathBuf {
+use tests::{
+    e2e::{json, ok, policy_file, sample, scrape, spoofed_flood},
+    FirewallDaemon, Sandbox,
+};
+
+const PORT: u16 = 9491;
+
+fn table_policy(max_sources: u32) -> PathBuf {
+    // A flood budget that admits every spoofed source: this test fills the
+    // table on purpose.
     policy_file(&format!(
-        "[defaults]\nrate = 100\nburst = 50\n\n[table]\nmax_sources = {max_sources}\nmax_list_entries = 4096\n"
+        "block = [\"203.0.113.9\"]\n[defaults]\nrate = 100\nburst = 50\n\
+         [flood]\nnew_sources_rate = 4000000\nnew_sources_burst = 4000000\n\
+         [table]\nmax_sources = {max_sources}\nmax_list_entries = 4096\n"
     ))
 }
 
+fn args(sb: &Sandbox, p: &Path) -> Vec<String> {
+    vec![
+        "--iface".into(),
+        sb.gw_attacker_if.clone(),
+        "--config".into(),
+        p.display().to_string(),
+        "--metrics-addr".into(),
+        format!("127.0.0.1:{PORT}"),
+    ]
+}
+
+fn blocks(fw: &FirewallDaemon) -> Vec<String> {
+    let mut v: Vec<String> = json(fw, &["block", "list", "--json"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["cidr"].as_str().unwrap().to_string())
+        .collect();
+    v.sort();
+    v
+}
+
 #[test]
-fn table_sizes_apply_and_migrate_on_adoption() {
-    if !tests::privileged("table_sizes_apply_and_migrate_on_adoption") {
+fn a_million_source_table_tracks_a_spoofed_flood_and_survives_a_resize() {
+    if !tests::privileged("a_million_source_table_tracks_a_spoofed_flood_and_survives_a_resize") {
         return;
     }
     let sb = Sandbox::new().unwrap();
-    let port = 9491;
-    let addr = format!("127.0.0.1:{port}");
-    let small = table_policy(2048);
-    let args = |p: &std::path::Path| {
-        vec![
-            "--iface".to_string(),
-            sb.gw_attacker_if.clone(),
-            "--config".into(),
-            p.display().to_string(),
-            "--metrics-addr".into(),
-            addr.clone(),
-        ]
-    };
-    let a1 = args(&small);
+    let small = table_policy(1_000_000);
+    let a1 = args(&sb, &small);
     let a1: Vec<&str> = a1.iter().map(String::as_str).collect();
     let mut fw = FirewallDaemon::start(&sb.gw_ns, &a1);
     let status = json(&fw, &["status", "--json"]);
-    assert_eq!(status["tracked_sources_capacity"], 2048);
-    let metrics = scrape(&sb.gw_path(), port);
+    assert_eq!(status["tracked_sources_capacity"], 1_000_000, "{status}");
     assert_eq!(
-        sample(&metrics, "firewall_tracked_sources_capacity"),
-        Some(2048.0)
+        sample(
+            &scrape(&sb.gw_path(), PORT),
+            "firewall_tracked_sources_capacity"
+        ),
+        Some(1_000_000.0)
     );
-    // Three sources get tracked.
-    for (src, dst) in [
-        ("198.51.100.2", "198.51.100.1"),
-        ("198.51.100.3", "198.51.100.1"),
-        ("2001:db8:2::2", "2001:db8:2::1"),
-    ] {
-        let dst: IpAddr = dst.parse().unwrap();
-        send_udp(
-            &sb.attacker_path(),
-            Some(src.parse::<IpAddr>().unwrap()),
-            std::net::SocketAddr::new(dst, 9000),
-            100,
-            Duration::from_millis(200),
-        );
-    }
-    let status = json(&fw, &["status", "--json"]);
-    assert_eq!(status["tracked_sources"], 3, "{status}");
+    ok(&fw, &["block", "add", "198.51.100.77", "--ttl", "1h"]);
 
-    // Restart with a bigger table on the same pins: the data plane is
-    // adopted, the table re-created at the new size with its sources.
-    assert!(fw.stop().success());
-    let big = table_policy(8192);
-    let a2 = args(&big);
-    let a2: Vec<&str> = a2.iter().map(String::as_str).collect();
-    let fw2 = FirewallDaemon::spawn(
-        &tests::firewall::firewall_bin(),
-        &sb.gw_ns,
-        fw.pin_dir(),
-        &a2,
-    )
-    .unwrap();
-    let status = json(&fw2, &["status", "--json"]);
-    assert_eq!(status["tracked_sources_capacity"], 8192, "{status}");
-    assert_eq!(
-        status["tracked_sources"], 3,
-        "sources lost in the resize: {status}"
+    // 300,000 forged sources, each new: every one the gateway saw is tracked.
+    let (sent, took) = spoofed_flood(&sb, 300_000, Duration::from_secs(120));
+    std::thread::sleep(Duration::from_millis(500));
+    let stats = json(&fw, &["stats", "--json"]);
+    let admitted = stats["new_sources"]["admitted"].as_u64().unwrap();
+    let tracked = json(&fw, &["status", "--json"])["tracked_sources"]
+        .as_u64()
+        .unwrap();
+    println!(
+        "sent {sent} spoofed frames in {:.1}s; {admitted} sources admitted, {tracked} tracked",
+        took.as_secs_f64()
     );
-    let migrate: Vec<_> = fw2
-        .events()
-        .into_iter()
-        .filter(|e| e["event"] == "migrate")
-        .collect();
-    let text = format!("{migrate:?}");
+    assert_eq!(sent, 300_000);
     assert!(
-        text.contains("FW_SOURCES") && text.contains("capacity 2048 -> 8192"),
-        "no migrate event for the resize: {text}"
+        tracked >= 290_000,
+        "only {tracked} of {sent} sources tracked"
+    );
+    assert_eq!(tracked, admitted, "tracked sources were lost in a 1M table");
+    // The scrape reports the background count (refreshed every 2 s).
+    let t0 = Instant::now();
+    let reported = loop {
+        let t = Instant::now();
+        let m = scrape(&sb.gw_path(), PORT);
+        let scrape_ms = t.elapsed().as_secs_f64() * 1e3;
+        let n = sample(&m, "firewall_tracked_sources").unwrap_or(0.0);
+        if n as u64 == tracked {
+            println!("/metrics with {tracked} tracked sources answered in {scrape_ms:.1} ms");
+            break n;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(15),
+            "firewall_tracked_sources stuck at {n}, {tracked} tracked"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    assert_eq!(reported as u64, tracked);
+    let blocks_before = blocks(&fw);
+    assert_eq!(blocks_before, ["198.51.100.77/32", "203.0.113.9/32"]);
+
+    // Restart with a larger table on the same pins: adopted and resized.
+    assert!(fw.stop().success());
+    let big = table_policy(2_000_000);
+    let a2 = args(&sb, &big);
+    let a2: Vec<&str> = a2.iter().map(String::as_str).collect();
+    let fw2 = FirewallDaemon::spawn(&tests::firewall_bin(), &sb.gw_ns, fw.pin_dir(), &a2).unwrap();
+    let status = json(&fw2, &["status", "--json"]);
+    assert_eq!(status["tracked_sources_capacity"], 2_000_000, "{status}");
+    assert_eq!(
+        status["tracked_sources"].as_u64(),
+        Some(tracked),
+        "sources lost in the resize"
+    );
+    assert_eq!(blocks(&fw2), blocks_before, "blocks lost in the restart");
+    let migrate = format!(
+        "{:?}",
+        fw2.events()
+            .into_iter()
+            .filter(|e| e["event"] == "migrate")
+            .collect::<Vec<_>>()
+    );
+    assert!(
+        migrate.contains("FW_SOURCES4") && migrate.contains("capacity 1000000 -> 2000000"),
+        "no migrate event for the resize: {migrate}"
     );
     // The start event names the sizes and the clock the program reads.
     let start = fw2
@@ -97,7 +139,7 @@ fn table_sizes_apply_and_migrate_on_adoption() {
         .into_iter()
         .find(|e| e["event"] == "start")
         .unwrap();
-    assert_eq!(start["table"]["max_sources"], 8192);
+    assert_eq!(start["table"]["max_sources"], 2_000_000);
     assert!(
         start["clock"].as_str().unwrap().starts_with("jiffies"),
         "{start}"
