@@ -729,7 +729,13 @@ fn dropped(
         let behind = if ahead > ceiling { i32::MAX } else { -ahead };
         (now_u, st.drops == 1 || behind >= cfg.drop_quiet as i32)
     };
-    let next = base.wrapping_add(cfg.drop_inc);
+    // The score saturates one increment past the window, so that anything
+    // further ahead can only be stale state.
+    let next = if base.wrapping_sub(now_u) >= cfg.drop_window {
+        now_u.wrapping_add(ceiling as u32)
+    } else {
+        base.wrapping_add(cfg.drop_inc)
+    };
     st.drop_tat = next;
     if quiet {
         emit(cfg, key, pkt, now, event::FIRST_DROP, v);

@@ -475,7 +475,7 @@ fn missed_section(s: &mut String, all: &Value) {
                 )
             }
             Probe::Live(..) => String::new(),
-            Probe::Scale => {}
+            Probe::Scale => String::new(),
             Probe::Spoofed => {
                 let p = all["scale"]["prefill"]
                     .as_array()
