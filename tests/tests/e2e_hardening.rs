@@ -1,11 +1,7 @@
 //! End to end: TC mode, enforcement that outlives the controller, in-place
 //! upgrades, and a spoofed-source flood of a million addresses.
 
-use std::{
-    net::{IpAddr, Ipv4Addr},
-    path::PathBuf,
-    time::{Duration, Instant},
-};
+use std::{net::IpAddr, path::PathBuf, time::Duration};
 
 use tests::{
     e2e::{json, policy_file, sock, spoofed_flood, verdict, within, Flows},
