@@ -62,17 +62,18 @@ fn stat(s: Stat) {
     }
 }
 
-/// The program's time, read at most once per packet and only on the paths
-/// that need it: allowed and blocked known sources never read it.
+/// The program's time, read only on the paths that need it: allowed and
+/// blocked known sources never read it. Not cached between reads: a cached
+/// "read or not yet" would double the states the verifier explores at
+/// every branch, and with jiffies a read is one load.
 struct Clock<'a> {
     cfg: &'a Config,
-    now: u64,
 }
 
 impl<'a> Clock<'a> {
     #[inline(always)]
     fn new(cfg: &'a Config) -> Self {
-        Clock { cfg, now: 0 }
+        Clock { cfg }
     }
 
     /// CLOCK_MONOTONIC nanoseconds. With `tick_ns` set (the loader found
@@ -81,18 +82,15 @@ impl<'a> Clock<'a> {
     /// much as a hash lookup.
     #[inline(always)]
     fn get(&mut self) -> u64 {
-        if self.now == 0 {
-            self.now = if self.cfg.tick_ns != 0 {
-                // SAFETY: a helper without arguments or side effects.
-                let j = unsafe { bpf_jiffies64() };
-                j.wrapping_mul(self.cfg.tick_ns)
-                    .wrapping_sub(self.cfg.tick_offset_ns)
-            } else {
-                // SAFETY: as above.
-                unsafe { bpf_ktime_get_ns() }
-            };
+        if self.cfg.tick_ns != 0 {
+            // SAFETY: a helper without arguments or side effects.
+            let j = unsafe { bpf_jiffies64() };
+            j.wrapping_mul(self.cfg.tick_ns)
+                .wrapping_sub(self.cfg.tick_offset_ns)
+        } else {
+            // SAFETY: as above.
+            unsafe { bpf_ktime_get_ns() }
         }
-        self.now
     }
 }
 
