@@ -113,8 +113,11 @@ pub fn probe_clock() {
 fn ip(cfg: &Config, pkt: &Packet) -> (Verdict, u32) {
     let rule = match_rule(cfg, pkt);
     let mut clock = Clock::new(cfg);
-    let v = match exact_host(cfg, pkt, rule, &mut clock) {
+    let v = match blocked_host(cfg, pkt, rule, &mut clock) {
         Some(v) => v,
+        None if allow_hosts_per_packet(cfg, pkt) && allowed_host(cfg, pkt, &mut clock) => {
+            Verdict::Allowed
+        }
         None => limit_or_list(cfg, pkt, rule, &mut clock),
     };
     let v = if cfg.flags & flags::MONITOR != 0
@@ -281,6 +284,12 @@ fn classify(
         block_expires_ns: 0,
         first_hit: false,
     };
+    // An allowed host whose address is the whole source prefix is cached
+    // with the source like any list decision.
+    if !allow_hosts_per_packet(cfg, pkt) && allowed_host(cfg, pkt, clock) {
+        c.class = class::ALLOWED;
+        return c;
+    }
     if lists {
         if list_match(cfg, pkt, clock, true).is_some() {
             c.class = class::ALLOWED;
@@ -426,93 +435,107 @@ fn entry_hit(entry: *mut ListEntry, clock: &mut Clock) -> Option<Hit> {
     })
 }
 
-/// Exact hosts (/32, /128): one hash lookup with the address as key, before
-/// the tries and the per-source table, so an allowed or blocked host costs
-/// what it costs xdp-filter and never takes a slot in the source table.
+/// Blocked exact hosts (/32, /128): one hash lookup with the address as
+/// key, before the tries and the per-source table, so a blocked host costs
+/// what it costs xdp-filter and never takes a slot in the source table. The
+/// allowlist still wins: the allow hosts and, when an allowed prefix covers
+/// some blocked host, the allow trie are asked on a hit.
 #[inline(always)]
-fn exact_host(cfg: &Config, pkt: &Packet, rule: u32, clock: &mut Clock) -> Option<Verdict> {
-    let (allow_flag, block_flag, allow_over) = if pkt.family == 4 {
-        (
-            flags::ALLOW_HOST_V4,
-            flags::BLOCK_HOST_V4,
-            flags::ALLOW_OVER_BLOCK_V4,
-        )
+fn blocked_host(cfg: &Config, pkt: &Packet, rule: u32, clock: &mut Clock) -> Option<Verdict> {
+    let (block_flag, allow_over) = if pkt.family == 4 {
+        (flags::BLOCK_HOST_V4, flags::ALLOW_OVER_BLOCK_V4)
     } else {
-        (
-            flags::ALLOW_HOST_V6,
-            flags::BLOCK_HOST_V6,
-            flags::ALLOW_OVER_BLOCK_V6,
-        )
+        (flags::BLOCK_HOST_V6, flags::ALLOW_OVER_BLOCK_V6)
     };
-    if cfg.flags & (allow_flag | block_flag) == 0 {
+    if cfg.flags & block_flag == 0 {
         return None;
     }
     let s1 = cfg.set & 1 != 0;
-    if cfg.flags & allow_flag != 0 {
-        let e = if pkt.family == 4 {
-            host_v4(
-                if s1 {
-                    &ALLOW_HOST_V4_1
-                } else {
-                    &ALLOW_HOST_V4_0
-                },
-                pkt,
-            )
-        } else {
-            host_v6(
-                if s1 {
-                    &ALLOW_HOST_V6_1
-                } else {
-                    &ALLOW_HOST_V6_0
-                },
-                pkt,
-            )
-        };
-        if entry_hit(e, clock).is_some() {
-            return Some(Verdict::Allowed);
-        }
+    let e = if pkt.family == 4 {
+        host_v4(
+            if s1 {
+                &BLOCK_HOST_V4_1
+            } else {
+                &BLOCK_HOST_V4_0
+            },
+            pkt,
+        )
+    } else {
+        host_v6(
+            if s1 {
+                &BLOCK_HOST_V6_1
+            } else {
+                &BLOCK_HOST_V6_0
+            },
+            pkt,
+        )
+    };
+    let hit = entry_hit(e, clock)?;
+    if allowed_host(cfg, pkt, clock)
+        || (cfg.flags & allow_over != 0 && list_match(cfg, pkt, clock, true).is_some())
+    {
+        return Some(Verdict::Allowed);
     }
-    if cfg.flags & block_flag != 0 {
-        let e = if pkt.family == 4 {
-            host_v4(
-                if s1 {
-                    &BLOCK_HOST_V4_1
-                } else {
-                    &BLOCK_HOST_V4_0
-                },
-                pkt,
-            )
-        } else {
-            host_v6(
-                if s1 {
-                    &BLOCK_HOST_V6_1
-                } else {
-                    &BLOCK_HOST_V6_0
-                },
-                pkt,
-            )
-        };
-        if let Some(hit) = entry_hit(e, clock) {
-            // The allowlist wins over the blocklist: only when an allowed
-            // prefix covers some blocked host is the allow trie asked.
-            if cfg.flags & allow_over != 0 && list_match(cfg, pkt, clock, true).is_some() {
-                return Some(Verdict::Allowed);
-            }
-            if hit.first {
-                let key = source_key(cfg, pkt, rule);
-                emit(
-                    cfg,
-                    &key,
-                    pkt,
-                    clock.get(),
-                    event::FIRST_DROP,
-                    Verdict::Blocked,
-                );
-            }
-            return Some(Verdict::Blocked);
-        }
+    if hit.first {
+        let key = source_key(cfg, pkt, rule);
+        emit(
+            cfg,
+            &key,
+            pkt,
+            clock.get(),
+            event::FIRST_DROP,
+            Verdict::Blocked,
+        );
     }
-    None
+    Some(Verdict::Blocked)
+}
+
+/// Whether the source is an allowed exact host. Known sources have this
+/// cached in their class (allow-host changes bump the generation); it is
+/// asked per packet only where a host is narrower than the aggregation
+/// prefix (`allow_hosts_per_packet`).
+#[inline(always)]
+fn allowed_host(cfg: &Config, pkt: &Packet, clock: &mut Clock) -> bool {
+    let flag = if pkt.family == 4 {
+        flags::ALLOW_HOST_V4
+    } else {
+        flags::ALLOW_HOST_V6
+    };
+    if cfg.flags & flag == 0 {
+        return false;
+    }
+    let s1 = cfg.set & 1 != 0;
+    let e = if pkt.family == 4 {
+        host_v4(
+            if s1 {
+                &ALLOW_HOST_V4_1
+            } else {
+                &ALLOW_HOST_V4_0
+            },
+            pkt,
+        )
+    } else {
+        host_v6(
+            if s1 {
+                &ALLOW_HOST_V6_1
+            } else {
+                &ALLOW_HOST_V6_0
+            },
+            pkt,
+        )
+    };
+    entry_hit(e, clock).is_some()
+}
+
+/// An allowed host inside a wider aggregation prefix cannot be cached for
+/// the prefix: its packets are checked one by one.
+#[inline(always)]
+fn allow_hosts_per_packet(cfg: &Config, pkt: &Packet) -> bool {
+    if pkt.family == 4 {
+        cfg.ipv4_prefix < 32
+    } else {
+        cfg.ipv6_prefix < 128
+    }
 }
 
 #[inline(always)]

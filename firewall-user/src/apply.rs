@@ -211,11 +211,12 @@ const CONTENT: u32 = flags::ALLOW_V4
     | flags::ALLOW_OVER_BLOCK_V4
     | flags::ALLOW_OVER_BLOCK_V6;
 
-/// Whether a change to these entries can change a cached classification:
-/// prefixes are cached per source, exact hosts are looked up before the
-/// cache and need no new generation.
-pub fn touches_cache(nets: &[IpNet]) -> bool {
-    nets.iter().any(|n| !is_host(n))
+/// Whether a change to these entries of `list` can change a cached
+/// classification: prefixes are cached per source, and so is an allowed
+/// host; blocked hosts are looked up before the cache and need no new
+/// generation.
+pub fn touches_cache(list: List, nets: &[IpNet]) -> bool {
+    list == List::Allow || nets.iter().any(|n| !is_host(n))
 }
 
 /// Recompute the content flags from the active maps and publish them, with
@@ -413,7 +414,7 @@ pub fn note_added(maps: &mut Maps, list: List, nets: &[IpNet], expires_ns: u64) 
             c.next_expiry_ns = expires_ns;
         }
     };
-    if touches_cache(nets) {
+    if touches_cache(list, nets) {
         maps.bump(update)?;
     } else {
         maps.touch(update)?;

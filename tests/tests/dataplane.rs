@@ -365,8 +365,8 @@ fn blocked_and_refused_new_sources_take_no_slot() {
 }
 
 #[test]
-fn only_prefix_changes_make_tracked_sources_reclassify() {
-    if !tests::privileged("only_prefix_changes_make_tracked_sources_reclassify") {
+fn blocked_hosts_and_the_expiry_hint_keep_the_generation() {
+    if !tests::privileged("blocked_hosts_and_the_expiry_hint_keep_the_generation") {
         return;
     }
     let mut h = harness("");
@@ -414,6 +414,31 @@ fn only_prefix_changes_make_tracked_sources_reclassify() {
         h.run(Hook::Xdp, &udp_from([203, 0, 113, 5]), 1).unwrap(),
         tests::harness::XDP_DROP
     );
+    // An allowed host is cached with its source: adding or removing one
+    // takes a new generation, and the tracked source follows at once.
+    let src = [198, 51, 100, 44];
+    for _ in 0..5 {
+        h.run(Hook::Xdp, &udp_from(src), 1).unwrap();
+    }
+    let allowed_before = h.packets(Verdict::Allowed);
+    let me = vec!["198.51.100.44/32".parse().unwrap()];
+    lists::add(&mut h.maps, List::Allow, &me, Origin::Manual, None, None).unwrap();
+    assert_eq!(generation(&h), g0 + 2);
+    for _ in 0..300 {
+        assert_eq!(
+            h.run(Hook::Xdp, &udp_from(src), 1).unwrap(),
+            tests::harness::XDP_PASS
+        );
+    }
+    assert_eq!(h.packets(Verdict::Allowed) - allowed_before, 300);
+    lists::del(&mut h.maps, List::Allow, &me).unwrap();
+    assert_eq!(generation(&h), g0 + 3);
+    // Back under the default limit (burst 200 at 100/s): the flood is cut.
+    let limited_before = h.packets(Verdict::RateLimited);
+    for _ in 0..300 {
+        h.run(Hook::Xdp, &udp_from(src), 1).unwrap();
+    }
+    assert!(h.packets(Verdict::RateLimited) > limited_before);
 }
 
 #[test]

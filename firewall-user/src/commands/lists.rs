@@ -87,7 +87,7 @@ pub fn del(maps: &mut Maps, list: List, nets: &[IpNet]) -> Result<()> {
     for (net, e) in &found {
         end_runtime_entry(maps, list, net, e)?;
     }
-    refresh_flags(maps, crate::apply::touches_cache(nets))
+    refresh_flags(maps, crate::apply::touches_cache(list, nets))
 }
 
 /// Remove a run-time entry (deleted or expired): if the policy file lists

@@ -162,7 +162,7 @@ impl Batch {
                 end_runtime_entry(maps, List::Block, net, e)?;
             }
             let nets: Vec<IpNet> = self.remove.iter().map(|(n, _)| *n).collect();
-            refresh_flags(maps, crate::apply::touches_cache(&nets))?;
+            refresh_flags(maps, crate::apply::touches_cache(List::Block, &nets))?;
             out.removed = self.remove.len();
         }
         Ok(())

@@ -391,7 +391,7 @@ impl Daemon {
                     continue;
                 }
                 commands::lists::end_runtime_entry(&mut self.maps, list, &net, &e)?;
-                changed.push(net);
+                changed.push((list, net));
                 let origin = Origin::from_u8(e.origin);
                 let name = if origin == Origin::Autoban {
                     "unban"
@@ -402,7 +402,10 @@ impl Daemon {
             }
         }
         if !changed.is_empty() {
-            refresh_flags(&mut self.maps, crate::apply::touches_cache(&changed))?;
+            let bump = changed
+                .iter()
+                .any(|(list, net)| crate::apply::touches_cache(*list, &[*net]));
+            refresh_flags(&mut self.maps, bump)?;
         }
         // The hint is the controller's bookkeeping: no new generation.
         self.maps.touch(|c| c.next_expiry_ns = earliest)?;

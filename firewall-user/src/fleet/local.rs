@@ -75,7 +75,7 @@ pub fn remove(maps: &mut Maps, net: &IpNet) -> Result<bool> {
     match maps.list_get(List::Block, net)? {
         Some(e) if e.origin == Origin::Fleet as u8 => {
             lists::end_runtime_entry(maps, List::Block, net, &e)?;
-            refresh_flags(maps, crate::apply::touches_cache(&[*net]))?;
+            refresh_flags(maps, crate::apply::touches_cache(List::Block, &[*net]))?;
             Ok(true)
         }
         _ => Ok(false),
