@@ -450,26 +450,7 @@ fn blocked_host(cfg: &Config, pkt: &Packet, rule: u32, clock: &mut Clock) -> Opt
     if cfg.flags & block_flag == 0 {
         return None;
     }
-    let s1 = cfg.set & 1 != 0;
-    let e = if pkt.family == 4 {
-        host_v4(
-            if s1 {
-                &BLOCK_HOST_V4_1
-            } else {
-                &BLOCK_HOST_V4_0
-            },
-            pkt,
-        )
-    } else {
-        host_v6(
-            if s1 {
-                &BLOCK_HOST_V6_1
-            } else {
-                &BLOCK_HOST_V6_0
-            },
-            pkt,
-        )
-    };
+    let e = host_entry(cfg, pkt, false);
     let hit = entry_hit(e, clock)?;
     if allowed_host(cfg, pkt, clock)
         || (cfg.flags & allow_over != 0 && list_match(cfg, pkt, clock, true).is_some())
@@ -504,27 +485,7 @@ fn allowed_host(cfg: &Config, pkt: &Packet, clock: &mut Clock) -> bool {
     if cfg.flags & flag == 0 {
         return false;
     }
-    let s1 = cfg.set & 1 != 0;
-    let e = if pkt.family == 4 {
-        host_v4(
-            if s1 {
-                &ALLOW_HOST_V4_1
-            } else {
-                &ALLOW_HOST_V4_0
-            },
-            pkt,
-        )
-    } else {
-        host_v6(
-            if s1 {
-                &ALLOW_HOST_V6_1
-            } else {
-                &ALLOW_HOST_V6_0
-            },
-            pkt,
-        )
-    };
-    entry_hit(e, clock).is_some()
+    entry_hit(host_entry(cfg, pkt, true), clock).is_some()
 }
 
 /// An allowed host inside a wider aggregation prefix cannot be cached for
@@ -535,6 +496,30 @@ fn allow_hosts_per_packet(cfg: &Config, pkt: &Packet) -> bool {
         cfg.ipv4_prefix < 32
     } else {
         cfg.ipv6_prefix < 128
+    }
+}
+
+/// The packet's source in the allow (`allow`) or block host hash of the
+/// config's set; null when it is not there.
+#[inline(always)]
+fn host_entry(cfg: &Config, pkt: &Packet, allow: bool) -> *mut ListEntry {
+    let s1 = cfg.set & 1 != 0;
+    if pkt.family == 4 {
+        let map = match (allow, s1) {
+            (true, false) => &ALLOW_HOST_V4_0,
+            (true, true) => &ALLOW_HOST_V4_1,
+            (false, false) => &BLOCK_HOST_V4_0,
+            (false, true) => &BLOCK_HOST_V4_1,
+        };
+        host_v4(map, pkt)
+    } else {
+        let map = match (allow, s1) {
+            (true, false) => &ALLOW_HOST_V6_0,
+            (true, true) => &ALLOW_HOST_V6_1,
+            (false, false) => &BLOCK_HOST_V6_0,
+            (false, true) => &BLOCK_HOST_V6_1,
+        };
+        host_v6(map, pkt)
     }
 }
 

@@ -119,6 +119,23 @@ impl Slots {
     }
 }
 
+/// Every entry of an IPv4 and an IPv6 trie.
+fn trie_entries(
+    v4: &crate::maps::V4List,
+    v6: &crate::maps::V6List,
+) -> Result<Vec<(IpNet, ListEntry)>> {
+    let mut out = Vec::new();
+    for item in v4.iter() {
+        let (k, v) = item?;
+        out.push((IpNet::new(k.data().into(), k.prefix_len() as u8)?, v));
+    }
+    for item in v6.iter() {
+        let (k, v) = item?;
+        out.push((IpNet::new(k.data().into(), k.prefix_len() as u8)?, v));
+    }
+    Ok(out)
+}
+
 /// Whether `net` is one address: such entries go to the host hashes.
 pub fn is_host(net: &IpNet) -> bool {
     net.prefix_len() == net.max_prefix_len()
@@ -224,15 +241,7 @@ impl Maps {
                 &self.block_host_v6[set],
             ),
         };
-        let mut out = Vec::new();
-        for item in v4.iter() {
-            let (k, v) = item?;
-            out.push((IpNet::new(k.data().into(), k.prefix_len() as u8)?, v));
-        }
-        for item in v6.iter() {
-            let (k, v) = item?;
-            out.push((IpNet::new(k.data().into(), k.prefix_len() as u8)?, v));
-        }
+        let mut out = trie_entries(v4, v6)?;
         for item in h4.iter() {
             let (k, v) = item?;
             out.push((IpNet::new(k.into(), 32)?, v));
@@ -330,20 +339,8 @@ impl Maps {
                     List::Allow => (&self.allow_v4[set], &self.allow_v6[set]),
                     List::Block => (&self.block_v4[set], &self.block_v6[set]),
                 };
-                let mut hosts = Vec::new();
-                for item in v4.iter() {
-                    let (k, v) = item?;
-                    if k.prefix_len() == 32 {
-                        hosts.push((IpNet::new(k.data().into(), 32)?, v));
-                    }
-                }
-                for item in v6.iter() {
-                    let (k, v) = item?;
-                    if k.prefix_len() == 128 {
-                        hosts.push((IpNet::new(k.data().into(), 128)?, v));
-                    }
-                }
-                for (net, e) in hosts {
+                let hosts = trie_entries(v4, v6)?;
+                for (net, e) in hosts.into_iter().filter(|(n, _)| is_host(n)) {
                     match net {
                         IpNet::V4(_) => {
                             let t = match list {
