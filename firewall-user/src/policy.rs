@@ -35,6 +35,11 @@ pub const DEFAULT_IPV6_PREFIX: u8 = 64;
 pub const DEFAULT_NEW_SOURCES_RATE: u64 = 100_000;
 /// Default gateway-wide burst of never-seen source prefixes.
 pub const DEFAULT_NEW_SOURCES_BURST: u64 = 200_000;
+/// Default gateway-wide rate of SYN challenges: as many answers as a
+/// flood of a million SYNs a second asks for (each answer is one small
+/// frame, no state), and a bound on the backscatter beyond that.
+pub const DEFAULT_SYN_CHALLENGE_RATE: u64 = 1_000_000;
+pub const DEFAULT_SYN_CHALLENGE_BURST: u64 = 1_000_000;
 
 /// A validated, normalized policy.
 #[derive(Debug, Clone, PartialEq)]
@@ -211,6 +216,13 @@ pub struct Rule {
 pub struct Flood {
     pub new_sources_rate: u64,
     pub new_sources_burst: u64,
+    /// A TCP SYN the budget refuses is answered with a challenge (a SYN-ACK
+    /// carrying a cookie) instead of being dropped; a source that answers
+    /// it is real and gets a bucket.
+    pub syn_challenge: bool,
+    /// Challenges sent per second for the whole gateway (backscatter bound).
+    pub syn_challenge_rate: u64,
+    pub syn_challenge_burst: u64,
 }
 
 impl Default for Flood {
@@ -218,6 +230,9 @@ impl Default for Flood {
         Flood {
             new_sources_rate: DEFAULT_NEW_SOURCES_RATE,
             new_sources_burst: DEFAULT_NEW_SOURCES_BURST,
+            syn_challenge: true,
+            syn_challenge_rate: DEFAULT_SYN_CHALLENGE_RATE,
+            syn_challenge_burst: DEFAULT_SYN_CHALLENGE_BURST,
         }
     }
 }
@@ -321,7 +336,13 @@ const TABLE_KEYS: &[&str] = &["max_sources", "max_list_entries"];
 const DEFAULTS_KEYS: &[&str] = &["rate", "burst", "ipv4_prefix", "ipv6_prefix", "mode"];
 const LIMIT_KEYS: &[&str] = &["cidr", "rate", "burst"];
 const RULE_KEYS: &[&str] = &["name", "protocol", "dst_port", "syn_only", "rate", "burst"];
-const FLOOD_KEYS: &[&str] = &["new_sources_rate", "new_sources_burst"];
+const FLOOD_KEYS: &[&str] = &[
+    "new_sources_rate",
+    "new_sources_burst",
+    "syn_challenge",
+    "syn_challenge_rate",
+    "syn_challenge_burst",
+];
 const AUTOBAN_KEYS: &[&str] = &["drops", "window", "ban", "max_ban"];
 
 const TOP_LEVEL_HINT: &str =
@@ -1222,6 +1243,26 @@ impl<'t> Cx<'t> {
         ) {
             f.new_sources_rate = r;
             f.new_sources_burst = b;
+        }
+        if let Some(e) = view.get("syn_challenge") {
+            if let Some(on) = self.boolean("[flood] ", e) {
+                f.syn_challenge = on;
+            }
+        }
+        if let Some((r, b)) = self.rate_burst(
+            "[flood] ",
+            ("syn_challenge_rate", "syn_challenge_burst"),
+            (
+                view.get("syn_challenge_rate"),
+                Some(DEFAULT_SYN_CHALLENGE_RATE),
+            ),
+            (
+                view.get("syn_challenge_burst"),
+                Some(DEFAULT_SYN_CHALLENGE_BURST),
+            ),
+        ) {
+            f.syn_challenge_rate = r;
+            f.syn_challenge_burst = b;
         }
         f
     }
