@@ -17,6 +17,11 @@ const APT_PACKAGES: &[&str] = &[
     "tmux",
     // The fleet bus (NATS JetStream) in tests/tests/e2e_fleet.rs.
     "nats-server",
+    // The SYN challenge end to end (tests/tests/e2e_challenge.rs): a web
+    // server on the gateway, a forged-source SYN flood, real clients.
+    "nginx-light",
+    "hping3",
+    "curl",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
