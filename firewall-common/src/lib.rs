@@ -7,10 +7,12 @@
 #![deny(unsafe_code)]
 
 pub mod bucket;
+pub mod challenge;
 pub mod maps;
 pub mod types;
 
 pub use bucket::{gcra_admit, gcra_tokens, Bucket, Limit};
+pub use challenge::{ChallengeKey, Handoff};
 pub use types::*;
 
 #[cfg(feature = "user")]

@@ -34,9 +34,14 @@ pub const RULES: &str = "FW_RULES";
 pub const RULE_PORTS: &str = "FW_RULE_PORTS";
 pub const FLOOD: &str = "FW_FLOOD";
 pub const EVENTS: &str = "FW_EVENTS";
+/// The SYN challenge's keys (`ChallengeKey`), rotated by the controller.
+pub const CHALLENGE_KEY: &str = "FW_CHAL_KEY";
+/// The challenge program, reached from the XDP program by a tail call.
+/// Pinned: a program array no one holds open is emptied by the kernel.
+pub const CHALLENGE_PROG: &str = "FW_CHAL_PROG";
 
 /// Every pinned map, for adopt/detach.
-pub const ALL: [&str; 32] = [
+pub const ALL: [&str; 34] = [
     CONFIG,
     ACTIVE,
     COUNTERS,
@@ -69,6 +74,8 @@ pub const ALL: [&str; 32] = [
     RULE_PORTS,
     FLOOD,
     EVENTS,
+    CHALLENGE_KEY,
+    CHALLENGE_PROG,
 ];
 
 /// Maps whose capacity `[table] max_list_entries` sets: every allow/block
@@ -97,6 +104,8 @@ pub const PROG_XDP: &str = "firewall_xdp";
 pub const PROG_TC: &str = "firewall_tc";
 /// The clock probe (see `FW_CLOCK`), run once by the loader.
 pub const PROG_CLOCK: &str = "firewall_clock";
+/// The SYN challenge (answers SYNs, checks RSTs), tail-called from XDP.
+pub const PROG_CHALLENGE: &str = "firewall_challenge";
 pub const CLOCK_PROBE: &str = "FW_CLOCK";
 
 /// Default capacity of each per-source table (LRU: the least recent source

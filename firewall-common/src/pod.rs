@@ -24,5 +24,7 @@ pod!(
     SourceState,
     Event,
     Bucket,
-    Limit
+    Limit,
+    ChallengeKey,
+    Handoff
 );

@@ -13,9 +13,12 @@ pub enum Verdict {
     RateLimited = 3,
     WouldDrop = 4,
     Malformed = 5,
+    /// A TCP SYN the new-source budget refused, answered from the data
+    /// plane with a challenge (XDP only).
+    Challenged = 6,
 }
 
-pub const N_VERDICTS: u32 = 6;
+pub const N_VERDICTS: u32 = 7;
 
 impl Verdict {
     pub const ALL: [Verdict; N_VERDICTS as usize] = [
@@ -25,6 +28,7 @@ impl Verdict {
         Verdict::RateLimited,
         Verdict::WouldDrop,
         Verdict::Malformed,
+        Verdict::Challenged,
     ];
 
     /// The name used by the CLI, metrics and events.
@@ -36,6 +40,7 @@ impl Verdict {
             Verdict::RateLimited => "rate_limited",
             Verdict::WouldDrop => "would_drop",
             Verdict::Malformed => "malformed",
+            Verdict::Challenged => "challenged",
         }
     }
 
@@ -68,8 +73,29 @@ pub enum Stat {
     /// Packets handled by a program built with the `upgrade-variant`
     /// feature (zero in normal builds): shows which object is running.
     VariantPackets = 3,
+    /// SYN challenges answered (XDP_TX).
+    ChallengeSent = 4,
+    /// Challenges answered by the source (a RST carrying the cookie): its
+    /// prefix was given a bucket outside the new-source budget.
+    ChallengePassed = 5,
+    /// RSTs from unvalidated sources during a flood whose sequence number
+    /// was no valid cookie: dropped.
+    ChallengeFailed = 6,
+    /// SYNs not challenged: the answer budget was spent, or the frame
+    /// cannot be answered (IPv6 extension headers, no key yet).
+    ChallengeRefused = 7,
 }
-pub const N_STATS: u32 = 4;
+pub const N_STATS: u32 = 8;
+
+impl Stat {
+    /// The `firewall_challenges_total{result}` label of a challenge stat.
+    pub const CHALLENGES: [(Stat, &'static str); 4] = [
+        (Stat::ChallengeSent, "sent"),
+        (Stat::ChallengePassed, "passed"),
+        (Stat::ChallengeFailed, "failed"),
+        (Stat::ChallengeRefused, "refused"),
+    ];
+}
 
 /// Slots of the per-CPU `FLOOD` bucket array.
 pub const FLOOD_NEW_SOURCES: u32 = 0;
@@ -103,6 +129,9 @@ pub mod flags {
     /// host-hash block hit must ask the allow trie first (allow wins).
     pub const ALLOW_OVER_BLOCK_V4: u32 = 1 << 15;
     pub const ALLOW_OVER_BLOCK_V6: u32 = 1 << 16;
+    /// `[flood] syn_challenge`: a TCP SYN the new-source budget refuses is
+    /// answered with a challenge instead of dropped.
+    pub const SYN_CHALLENGE: u32 = 1 << 17;
 }
 
 /// L4 classes of the rule prefilter: one bit each, so that a packet whose
@@ -181,6 +210,8 @@ pub struct Config {
     /// mirrors the lists (the fleet publisher) notices exact-host changes
     /// by it. Not read by the program.
     pub writes: u32,
+    /// Per-CPU share of `[flood] syn_challenge_rate/burst`: answers sent.
+    pub challenge_limit: Limit,
 }
 
 /// An LPM trie key's data for IPv4/IPv6 (the prefix length precedes it).
@@ -448,7 +479,9 @@ pub struct Event {
 
 const _: () = {
     assert!(core::mem::size_of::<Counter>() == 16);
-    assert!(core::mem::size_of::<Config>() == 168);
+    assert!(core::mem::size_of::<Config>() == 184);
+    assert!(core::mem::size_of::<crate::ChallengeKey>() == 40);
+    assert!(core::mem::size_of::<crate::Handoff>() == 16);
     assert!(core::mem::size_of::<ListEntry>() == 56);
     assert!(core::mem::size_of::<LimitEntry>() == 40);
     assert!(core::mem::size_of::<Rule>() == 56);

@@ -17,29 +17,56 @@ use crate::{
     parse::{parse, Frame, Packet},
 };
 
-const TCP_SYN: u8 = 0x02;
+pub(crate) const TCP_SYN: u8 = 0x02;
+const TCP_RST: u8 = 0x04;
 const TCP_ACK: u8 = 0x10;
-const NO_RULE: u32 = u32::MAX;
+pub(crate) const NO_RULE: u32 = u32::MAX;
 
-/// The verdict for one frame, counted exactly once.
+/// The verdict for one frame, counted exactly once. `answer`: the attach
+/// point can answer a frame (XDP_TX), so SYNs may be challenged; a
+/// `Challenged` verdict is not counted here but by the challenge program
+/// it hands the frame to (see `HANDOFF`).
 #[inline(always)]
-pub fn decide(data: usize, end: usize, len: u64) -> Verdict {
+pub fn decide(data: usize, end: usize, len: u64, answer: bool) -> Verdict {
     let (verdict, rule) = match parse(data, end) {
         Err(_) => (Verdict::Malformed, NO_RULE),
         Ok(Frame::NotIp) => (Verdict::Passed, NO_RULE),
-        Ok(Frame::Ip(pkt)) => match CONFIG.get(ACTIVE.get(0).copied().unwrap_or(0) & 1) {
-            Some(cfg) if cfg.flags & flags::READY != 0 => ip(cfg, &pkt),
+        Ok(Frame::Ip(pkt)) => match active_config() {
+            Some(cfg) if cfg.flags & flags::READY != 0 => ip(cfg, &pkt, answer),
             // No policy written yet: nothing to enforce.
             _ => (Verdict::Passed, NO_RULE),
         },
     };
     #[cfg(feature = "upgrade-variant")]
     stat(Stat::VariantPackets);
+    if verdict == Verdict::Challenged {
+        if let Some(h) = HANDOFF.get_ptr_mut(0) {
+            // SAFETY: per-CPU slot, see `count`; read by the tail-called
+            // challenge program on this CPU within this run.
+            unsafe {
+                (*h).rule = rule;
+                (*h).len = len;
+            }
+        }
+        return verdict;
+    }
+    count_verdict(verdict, rule, len);
+    verdict
+}
+
+/// The config packets use now.
+#[inline(always)]
+pub(crate) fn active_config() -> Option<&'static Config> {
+    CONFIG.get(ACTIVE.get(0).copied().unwrap_or(0) & 1)
+}
+
+/// Count a verdict, and under its rule when it has one.
+#[inline(always)]
+pub(crate) fn count_verdict(verdict: Verdict, rule: u32, len: u64) {
     count(&COUNTERS, verdict as u32, len);
     if rule != NO_RULE {
         count(&RULE_COUNTERS, rule * N_VERDICTS + verdict as u32, len);
     }
-    verdict
 }
 
 #[inline(always)]
@@ -55,7 +82,7 @@ fn count(map: &aya_ebpf::maps::PerCpuArray<Counter>, idx: u32, len: u64) {
 }
 
 #[inline(always)]
-fn stat(s: Stat) {
+pub(crate) fn stat(s: Stat) {
     if let Some(c) = STATS.get_ptr_mut(s as u32) {
         // SAFETY: per-CPU slot, see `count`.
         unsafe { *c += 1 }
@@ -66,13 +93,13 @@ fn stat(s: Stat) {
 /// blocked known sources never read it. Not cached between reads: a cached
 /// "read or not yet" would double the states the verifier explores at
 /// every branch, and with jiffies a read is one load.
-struct Clock<'a> {
+pub(crate) struct Clock<'a> {
     cfg: &'a Config,
 }
 
 impl<'a> Clock<'a> {
     #[inline(always)]
-    fn new(cfg: &'a Config) -> Self {
+    pub(crate) fn new(cfg: &'a Config) -> Self {
         Clock { cfg }
     }
 
@@ -81,7 +108,7 @@ impl<'a> Clock<'a> {
     /// inlined into one load where `bpf_ktime_get_ns` is a call costing as
     /// much as a hash lookup.
     #[inline(always)]
-    fn get(&mut self) -> u64 {
+    pub(crate) fn get(&mut self) -> u64 {
         if self.cfg.tick_ns != 0 {
             // SAFETY: a helper without arguments or side effects.
             let j = unsafe { bpf_jiffies64() };
@@ -110,7 +137,7 @@ pub fn probe_clock() {
 
 /// Decision for an IP packet, and the rule whose counters it also goes to.
 #[inline(always)]
-fn ip(cfg: &Config, pkt: &Packet) -> (Verdict, u32) {
+fn ip(cfg: &Config, pkt: &Packet, answer: bool) -> (Verdict, u32) {
     let rule = match_rule(cfg, pkt);
     let mut clock = Clock::new(cfg);
     let v = match blocked_host(cfg, pkt, rule, &mut clock) {
@@ -118,7 +145,7 @@ fn ip(cfg: &Config, pkt: &Packet) -> (Verdict, u32) {
         None if allow_hosts_per_packet(cfg, pkt) && allowed_host(cfg, pkt, &mut clock) => {
             Verdict::Allowed
         }
-        None => limit_or_list(cfg, pkt, rule, &mut clock),
+        None => limit_or_list(cfg, pkt, rule, &mut clock, answer),
     };
     let v = if cfg.flags & flags::MONITOR != 0
         && (v == Verdict::Blocked || v == Verdict::RateLimited)
@@ -133,7 +160,7 @@ fn ip(cfg: &Config, pkt: &Packet) -> (Verdict, u32) {
 /// The first `[[rule]]` the packet matches, as an index the verifier
 /// cannot see (see `SCRATCH`).
 #[inline(always)]
-fn match_rule(cfg: &Config, pkt: &Packet) -> u32 {
+pub(crate) fn match_rule(cfg: &Config, pkt: &Packet) -> u32 {
     if cfg.rule_count == 0 || !rule_may_match(cfg, pkt) {
         return NO_RULE;
     }
@@ -203,7 +230,7 @@ fn rule_slot(cfg: &Config, i: u32) -> u32 {
 
 /// The source aggregated to its prefix, keyed by rule.
 #[inline(always)]
-fn source_key(cfg: &Config, pkt: &Packet, rule: u32) -> SourceKey {
+pub(crate) fn source_key(cfg: &Config, pkt: &Packet, rule: u32) -> SourceKey {
     let mut key = SourceKey {
         addr: [0; 16],
         family: pkt.family,
@@ -251,10 +278,10 @@ fn mask64(prefix: u8) -> u64 {
 }
 
 /// Result of looking a source up in the policy.
-struct Class {
-    class: u8,
+pub(crate) struct Class {
+    pub(crate) class: u8,
     /// The `[[limit]]` class's slot in `LIMITS`; 0: the rule's or default.
-    slot: u16,
+    pub(crate) slot: u16,
     block_expires_ns: u64,
     /// The matching list entry had never been hit before.
     first_hit: bool,
@@ -270,7 +297,7 @@ struct Hit {
 
 /// Allowlist, blocklist, then the limit: rule, most specific class, default.
 #[inline(always)]
-fn classify(
+pub(crate) fn classify(
     cfg: &Config,
     pkt: &Packet,
     key: &SourceKey,
@@ -558,7 +585,7 @@ fn source(key: &SourceKey) -> Option<*mut SourceState> {
 }
 
 #[inline(always)]
-fn track(key: &SourceKey, st: &SourceState) -> bool {
+pub(crate) fn track(key: &SourceKey, st: &SourceState) -> bool {
     if key.family == 4 {
         SOURCES_V4.insert(&key.v4(), st, 0).is_ok()
     } else {
@@ -567,7 +594,13 @@ fn track(key: &SourceKey, st: &SourceState) -> bool {
 }
 
 #[inline(always)]
-fn limit_or_list(cfg: &Config, pkt: &Packet, rule: u32, clock: &mut Clock) -> Verdict {
+fn limit_or_list(
+    cfg: &Config,
+    pkt: &Packet,
+    rule: u32,
+    clock: &mut Clock,
+    answer: bool,
+) -> Verdict {
     // Prefixes narrower than the aggregation prefix cannot be cached per
     // prefix: decide them per packet, before the per-source table.
     let no_cache = if pkt.family == 4 {
@@ -666,11 +699,15 @@ fn limit_or_list(cfg: &Config, pkt: &Packet, rule: u32, clock: &mut Clock) -> Ve
     // source; only so many may start a bucket (or be cached) per second.
     if !admit_bucket(FLOOD_NEW_SOURCES, &cfg.flood_limit, now) {
         stat(Stat::NewSourceRefused);
-        return if c.class == class::ALLOWED {
-            Verdict::Allowed
-        } else {
-            Verdict::RateLimited
-        };
+        if c.class == class::ALLOWED {
+            return Verdict::Allowed;
+        }
+        if answer {
+            if let Some(v) = challenge(cfg, pkt, now) {
+                return v;
+            }
+        }
+        return Verdict::RateLimited;
     }
     let mut st = SourceState {
         // A new source starts with a full bucket.
@@ -695,6 +732,40 @@ fn limit_or_list(cfg: &Config, pkt: &Packet, rule: u32, clock: &mut Clock) -> Ve
         stat(Stat::NewSourceAdmitted);
     }
     v
+}
+
+/// A source the new-source budget refused may prove it is real: its SYN
+/// is answered with a challenge, within the answer budget, and its RST is
+/// checked against the cookie. Both go to the challenge program (a tail
+/// call: its code is verified apart from this program's many paths).
+#[inline(always)]
+fn challenge(cfg: &Config, pkt: &Packet, now: u64) -> Option<Verdict> {
+    if cfg.flags & (flags::SYN_CHALLENGE | flags::MONITOR) != flags::SYN_CHALLENGE
+        || !pkt.has_l4
+        || pkt.proto != 6
+    {
+        return None;
+    }
+    let action = if pkt.tcp_flags & (TCP_SYN | TCP_ACK | TCP_RST) == TCP_SYN {
+        let spent = match CHALLENGE_BUDGET.get_ptr_mut(0) {
+            // SAFETY: per-CPU slot, see `count`.
+            Some(b) => unsafe { (*b).admit(&cfg.challenge_limit, now) },
+            None => false,
+        };
+        if !spent {
+            stat(Stat::ChallengeRefused);
+            return None;
+        }
+        firewall_common::challenge::ANSWER
+    } else if pkt.tcp_flags & TCP_RST != 0 {
+        firewall_common::challenge::CHECK
+    } else {
+        return None;
+    };
+    let h = HANDOFF.get_ptr_mut(0)?;
+    // SAFETY: per-CPU slot, see `count`.
+    unsafe { (*h).action = action };
+    Some(Verdict::Challenged)
 }
 
 /// Spend a token from a per-CPU bucket in `FLOOD`.

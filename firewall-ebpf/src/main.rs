@@ -3,6 +3,7 @@
 #![no_main]
 #![deny(unsafe_code)]
 
+mod challenge;
 mod decide;
 mod maps;
 mod mem;
@@ -26,10 +27,22 @@ pub fn firewall_clock(_ctx: XdpContext) -> u32 {
 #[xdp]
 pub fn firewall_xdp(ctx: XdpContext) -> u32 {
     let (data, end) = (ctx.data(), ctx.data_end());
-    match decide::decide(data, end, (end - data) as u64) {
+    match decide::decide(data, end, (end - data) as u64, true) {
+        Verdict::Challenged => {
+            challenge::enter(&ctx);
+            // Only reached when the challenge program is not in its slot.
+            challenge::unanswered();
+            xdp_action::XDP_DROP
+        }
         v if v.drops() => xdp_action::XDP_DROP,
         _ => xdp_action::XDP_PASS,
     }
+}
+
+/// The SYN challenge, reached only by a tail call from `firewall_xdp`.
+#[xdp]
+pub fn firewall_challenge(ctx: XdpContext) -> u32 {
+    challenge::run(&ctx)
 }
 
 /// Bytes of headers the parser may read: made linear before parsing.
@@ -44,7 +57,8 @@ pub fn firewall_tc(ctx: TcContext) -> i32 {
         let _ = ctx.pull_data(want);
     }
     let (data, end) = (ctx.data(), ctx.data_end());
-    match decide::decide(data, end, len as u64) {
+    // TC cannot answer a frame from ingress: no SYN is challenged here.
+    match decide::decide(data, end, len as u64, false) {
         Verdict::Blocked | Verdict::RateLimited | Verdict::Malformed => TC_ACT_SHOT,
         _ => TC_ACT_OK,
     }

@@ -4,13 +4,13 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
 };
 use firewall_common::{
     maps::{
         EVENTS_BYTES, LIMIT_CAPACITY, LIST_CAPACITY, MAX_RULES, RULE_PORTS_LEN, SOURCES_CAPACITY,
     },
-    AddrV4, AddrV6, Bucket, Config, Counter, Limit, LimitEntry, ListEntry, Rule, SourceKey4,
+    AddrV4, AddrV6, Bucket, ChallengeKey, Config, Handoff, Counter, Limit, LimitEntry, ListEntry, Rule, SourceKey4,
     SourceKey6, SourceState, LIMIT_SLOTS, N_STATS, N_VERDICTS,
 };
 
@@ -134,7 +134,27 @@ pub static EVENTS: RingBuf = RingBuf::pinned(EVENTS_BYTES, 0);
 #[map(name = "FW_SCRATCH")]
 pub static SCRATCH: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
 
+/// The SYN challenge's keys, written by the controller (see
+/// `firewall_common::challenge`).
+#[map(name = "FW_CHAL_KEY")]
+pub static CHALLENGE_KEY: Array<ChallengeKey> = Array::pinned(1, 0);
+
+/// Slot 0: the challenge program. Pinned, so that it stays filled while
+/// the program runs without a controller.
+#[map(name = "FW_CHAL_PROG")]
+pub static CHALLENGE_PROG: ProgramArray = ProgramArray::pinned(1, 0);
+
+/// Per-CPU bucket of challenge answers (`Config::challenge_limit`).
+#[map(name = "FW_CHAL_BUDGET")]
+pub static CHALLENGE_BUDGET: PerCpuArray<Bucket> = PerCpuArray::with_max_entries(1, 0);
+
+/// What the XDP program hands to the challenge program, per CPU: a tail
+/// call keeps the registers and stack of neither side.
+#[map(name = "FW_HANDOFF")]
+pub static HANDOFF: PerCpuArray<Handoff> = PerCpuArray::with_max_entries(1, 0);
+
 /// The clock probe's output: jiffies and CLOCK_MONOTONIC ns, read together.
 /// Not pinned: only the loader that ran the probe reads it.
 #[map(name = "FW_CLOCK")]
 pub static CLOCK_PROBE: Array<u64> = Array::with_max_entries(2, 0);
+

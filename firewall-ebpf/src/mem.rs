@@ -21,3 +21,13 @@ pub fn read<T: Copy>(start: usize, end: usize, off: usize) -> Option<T> {
     // hence the unaligned read. T is plain bytes/integers.
     Some(unsafe { core::ptr::read_unaligned(p) })
 }
+
+/// Write a `T` (unaligned) at `start + off`, if it lies before `end`.
+#[inline(always)]
+pub fn write<T: Copy>(start: usize, end: usize, off: usize, v: T) -> Option<()> {
+    let p = ptr_at::<T>(start, end, off)? as *mut T;
+    // SAFETY: as in `read`: the bytes lie within the packet, which the XDP
+    // program may rewrite in place (only the challenge program does).
+    unsafe { core::ptr::write_unaligned(p, v) };
+    Some(())
+}

@@ -24,6 +24,7 @@ const MAX_EXT_HEADERS: usize = 4;
 pub struct Malformed;
 
 /// What the decision needs from an IP packet.
+#[derive(Clone, Copy)]
 pub struct Packet {
     /// 4 or 6.
     pub family: u8,
@@ -35,6 +36,9 @@ pub struct Packet {
     pub has_l4: bool,
     pub dst_port: u16,
     pub tcp_flags: u8,
+    /// Offsets of the IP header and of the L4 header (valid with `has_l4`).
+    pub l3: u16,
+    pub l4: u16,
 }
 
 pub enum Frame {
@@ -94,6 +98,8 @@ fn ipv4(data: usize, end: usize, off: usize) -> Result<Packet, Malformed> {
         has_l4: false,
         dst_port: 0,
         tcp_flags: 0,
+        l3: off as u16,
+        l4: (off + ihl) as u16,
     };
     pkt.src[..4].copy_from_slice(&hdr.src_addr);
     if frag == 0 {
@@ -120,6 +126,8 @@ fn ipv6(data: usize, end: usize, off: usize) -> Result<Packet, Malformed> {
         has_l4: false,
         dst_port: 0,
         tcp_flags: 0,
+        l3: off as u16,
+        l4: 0,
     };
     pkt.src = hdr.src_addr;
     let mut next = hdr.next_hdr;
@@ -161,6 +169,7 @@ fn ipv6(data: usize, end: usize, off: usize) -> Result<Packet, Malformed> {
         pkt.proto = 0;
         return Ok(pkt);
     }
+    pkt.l4 = l4_off as u16;
     l4(data, end, l4_off, left, &mut pkt)?;
     Ok(pkt)
 }

@@ -51,6 +51,10 @@ pub fn apply(maps: &mut Maps, policy: &Policy) -> Result<()> {
         per_cpu_share(policy.flood.new_sources_rate, cpus),
         per_cpu_share(policy.flood.new_sources_burst, cpus),
     )?;
+    let challenge_limit = limit(
+        per_cpu_share(policy.flood.syn_challenge_rate, cpus),
+        per_cpu_share(policy.flood.syn_challenge_burst, cpus),
+    )?;
     let event_limit = limit(EVENT_RATE, EVENT_BURST)?;
     let list_flags = content_flags(&allow, &block, &limits, d.ipv4_prefix, d.ipv6_prefix);
     let (rule_any_port, rule_ports) = rule_prefilter(policy);
@@ -78,6 +82,10 @@ pub fn apply(maps: &mut Maps, policy: &Policy) -> Result<()> {
         if d.monitor {
             cfg.flags |= flags::MONITOR;
         }
+        if policy.flood.syn_challenge {
+            cfg.flags |= flags::SYN_CHALLENGE;
+        }
+        cfg.challenge_limit = challenge_limit;
         cfg.drop_quiet = drop_units(EVENT_QUIET_NS);
         cfg.drop_inc = 1;
         cfg.drop_window = 0;

@@ -4,6 +4,7 @@
 pub mod addr;
 pub mod apply;
 pub mod batch;
+pub mod challenge;
 pub mod cli;
 pub mod clock;
 pub mod commands;

@@ -174,7 +174,9 @@ pub fn load(pin_dir: &Path, table: &crate::policy::Table) -> Result<Loaded> {
         };
         r.with_context(|| format!("the kernel verifier rejected {name}"))?;
     }
+    crate::challenge::install(&mut ebpf)?;
     let migration = crate::migrate::finish(pin_dir, pending);
+    crate::challenge::rotate(pin_dir)?;
     let tick = crate::tick::probe(&mut ebpf);
     Ok(Loaded {
         ebpf,

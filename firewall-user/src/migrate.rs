@@ -12,7 +12,7 @@
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use firewall_common::maps as names;
+use firewall_common::maps::{self as names, MAX_RULES};
 
 use crate::rawmap::{RawMap, Shape};
 
@@ -127,6 +127,24 @@ fn convert(value: &[u8], old: &Shape, new: &Shape, new_len: usize) -> Vec<u8> {
     out
 }
 
+/// Rule counters are laid out `rule * verdicts + verdict`: when a verdict
+/// is added, each rule's counters move to their rule's new stride.
+fn rule_counter_key(key: &[u8], old: &Shape, new: &Shape) -> Vec<u8> {
+    let (Ok(idx), old_stride, new_stride) = (
+        <[u8; 4]>::try_from(key).map(u32::from_ne_bytes),
+        old.max_entries / MAX_RULES,
+        new.max_entries / MAX_RULES,
+    ) else {
+        return key.to_vec();
+    };
+    if old_stride == 0 || new_stride < old_stride {
+        return key.to_vec();
+    }
+    ((idx / old_stride) * new_stride + idx % old_stride)
+        .to_ne_bytes()
+        .to_vec()
+}
+
 /// Write the set-aside entries into the freshly created maps.
 pub fn finish(pin_dir: &Path, pending: Vec<Pending>) -> Report {
     let mut report = Report::default();
@@ -160,7 +178,12 @@ pub fn finish(pin_dir: &Path, pending: Vec<Pending>) -> Report {
         let mut ok = 0;
         let mut failed = 0;
         for (k, v) in &p.entries {
-            match new.update(k, &convert(v, &p.old, &new.shape, new.value_len())) {
+            let k = if p.name == names::RULE_COUNTERS {
+                rule_counter_key(k, &p.old, &new.shape)
+            } else {
+                k.clone()
+            };
+            match new.update(&k, &convert(v, &p.old, &new.shape, new.value_len())) {
                 Ok(()) => ok += 1,
                 Err(_) => failed += 1,
             }
@@ -195,6 +218,23 @@ mod tests {
             max_entries: 1,
             flags: 0,
         }
+    }
+
+    #[test]
+    fn rule_counters_move_to_the_new_stride() {
+        let old = Shape {
+            max_entries: MAX_RULES * 6,
+            ..shape(6, 16)
+        };
+        let new = Shape {
+            max_entries: MAX_RULES * 7,
+            ..shape(6, 16)
+        };
+        // Rule 2, verdict 5 (malformed) stays rule 2, verdict 5.
+        let k = rule_counter_key(&(2u32 * 6 + 5).to_ne_bytes(), &old, &new);
+        assert_eq!(k, (2u32 * 7 + 5).to_ne_bytes());
+        let k = rule_counter_key(&0u32.to_ne_bytes(), &old, &new);
+        assert_eq!(k, 0u32.to_ne_bytes());
     }
 
     #[test]

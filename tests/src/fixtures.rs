@@ -518,8 +518,15 @@ pub struct Outcome {
     pub error: Option<String>,
 }
 
-/// Run the whole table through `hook` on a fresh load; one outcome a row.
+/// Run the whole table through `hook` on a fresh load; one outcome a row,
+/// then the SYN challenge's scenarios (`challenge_fixtures`).
 pub fn run_table(hook: Hook) -> Result<Vec<Outcome>> {
+    let mut out = run_rows(hook)?;
+    out.extend(crate::challenge_fixtures::run(hook)?);
+    Ok(out)
+}
+
+fn run_rows(hook: Hook) -> Result<Vec<Outcome>> {
     let mut h = Harness::new(&policy())?;
     let mut out = Vec::new();
     for f in table() {

@@ -15,6 +15,7 @@ use firewall_user::{apply::apply, loader, maps::Maps, policy::Policy};
 
 pub const XDP_DROP: u32 = 1;
 pub const XDP_PASS: u32 = 2;
+pub const XDP_TX: u32 = 3;
 pub const TC_ACT_OK: u32 = 0;
 pub const TC_ACT_SHOT: u32 = 2;
 
@@ -80,6 +81,35 @@ impl Harness {
             }
         };
         Ok(r.return_value)
+    }
+
+    /// Run `frame` once; the return value and the frame as the program
+    /// left it (rewritten by an XDP_TX answer, for instance).
+    pub fn run_out(&mut self, hook: Hook, frame: &[u8]) -> Result<(u32, Vec<u8>), ProgramError> {
+        let mut out = vec![0u8; frame.len() + 256];
+        let opts = TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            ..Default::default()
+        };
+        let r = match hook {
+            Hook::Xdp => {
+                let p: &mut Xdp = self.ebpf.program_mut(names::PROG_XDP).unwrap().try_into()?;
+                p.test_run(opts)?
+            }
+            Hook::Tc => {
+                let p: &mut SchedClassifier =
+                    self.ebpf.program_mut(names::PROG_TC).unwrap().try_into()?;
+                p.test_run(opts)?
+            }
+        };
+        out.truncate(r.data_size_out as usize);
+        Ok((r.return_value, out))
+    }
+
+    /// A data-plane statistic, summed over CPUs.
+    pub fn stat(&self, s: firewall_common::Stat) -> u64 {
+        self.maps.stat(s).expect("reading a statistic")
     }
 
     /// Counters per verdict, summed over CPUs.

@@ -17,6 +17,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod challenge_fixtures;
 pub mod e2e;
 pub mod firewall;
 #[cfg(feature = "dataplane")]
@@ -30,6 +31,7 @@ pub mod netns;
 pub mod packet;
 pub mod sandbox;
 pub mod traffic;
+pub mod web;
 
 #[cfg(test)]
 mod selftest;

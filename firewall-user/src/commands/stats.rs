@@ -29,6 +29,8 @@ pub struct Stats {
     pub rules: BTreeMap<String, BTreeMap<&'static str, Count>>,
     pub totals: Totals,
     pub new_sources: NewSources,
+    /// SYN challenges by result (`sent`, `passed`, `failed`, `refused`).
+    pub challenges: BTreeMap<&'static str, u64>,
 }
 
 #[derive(Serialize, Debug)]
@@ -77,7 +79,12 @@ pub fn read(maps: &Maps) -> Result<Stats> {
             .collect();
         rules.insert(name, by_verdict);
     }
+    let mut challenges = BTreeMap::new();
+    for (stat, result) in Stat::CHALLENGES {
+        challenges.insert(result, maps.stat(stat)?);
+    }
     Ok(Stats {
+        challenges,
         verdicts,
         rules,
         totals: t,
@@ -135,6 +142,13 @@ fn print_table(s: &Stats, prev: Option<(&Stats, f64)>) {
         "new sources: admitted {} refused {} (events lost {})",
         s.new_sources.admitted, s.new_sources.refused, s.new_sources.events_lost
     );
+    if s.challenges.values().any(|n| *n > 0) {
+        let line: Vec<String> = Stat::CHALLENGES
+            .iter()
+            .map(|(_, r)| format!("{r} {}", s.challenges[r]))
+            .collect();
+        println!("syn challenges: {}", line.join(" "));
+    }
 }
 
 pub fn run(maps: &Maps, json: bool, watch: Option<u64>) -> Result<()> {

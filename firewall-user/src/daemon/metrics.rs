@@ -227,6 +227,15 @@ impl Collector for FirewallCollector {
             )?;
             counter(
                 &mut enc,
+                "firewall_challenges",
+                "SYN challenges by result: sent (answered from XDP), passed (the source answered: it got a bucket), failed (a RST without the cookie), refused (answer budget spent or frame unanswerable).",
+                &s.challenges
+                    .iter()
+                    .map(|(r, n)| (vec![("result", r.to_string())], *n))
+                    .collect::<Vec<_>>(),
+            )?;
+            counter(
+                &mut enc,
                 "firewall_events_lost",
                 "Kernel events lost to a full ring buffer.",
                 &[(vec![], s.new_sources.events_lost)],

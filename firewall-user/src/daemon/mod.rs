@@ -73,6 +73,8 @@ struct Daemon {
     /// The `[fleet]` worker, while the policy has that section.
     fleet: Option<fleet::Fleet>,
     fleet_stats: Arc<fleet::Stats>,
+    /// When the SYN challenge's key is next rotated.
+    rotation: crate::challenge::Rotation,
 }
 
 fn stamp(p: &Path) -> Option<(SystemTime, u64)> {
@@ -135,6 +137,12 @@ pub async fn run(pin_dir: &Path, args: RunArgs) -> Result<()> {
         maps.touch(|c| tick.set(c))?;
         apply(&mut maps, &policy).context("applying the policy")?;
     }
+    if args.mode == loader::Mode::Tc && policy.flood.syn_challenge {
+        eprintln!(
+            "warning: [flood] syn_challenge needs XDP: in tc mode no SYN is challenged, and SYNs \
+             beyond the new-source budget are dropped as rate_limited"
+        );
+    }
     for iface in &args.ifaces {
         let a = loader::attach(&mut ebpf, pin_dir, iface, args.mode)?;
         if a.fell_back {
@@ -193,6 +201,7 @@ pub async fn run(pin_dir: &Path, args: RunArgs) -> Result<()> {
         crowdsec: None,
         fleet: None,
         fleet_stats,
+        rotation: Default::default(),
     };
     d.sync_crowdsec();
     // The program objects are not needed any more: links and maps are pinned.
@@ -290,6 +299,9 @@ impl Daemon {
         }
         if let Err(e) = self.expire() {
             eprintln!("error: expiring entries: {e:#}");
+        }
+        if let Err(e) = self.rotation.tick(&self.pin_dir) {
+            eprintln!("error: rotating the SYN challenge key: {e:#}");
         }
         if let Some(ab) = &self.policy.autoban {
             self.strikes.decay(ab, Instant::now());

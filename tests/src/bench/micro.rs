@@ -377,8 +377,11 @@ fn run_pinned(cfg: &Cfg) -> Result<Value> {
             "apply_seconds": apply_s,
         }));
     }
+    eprintln!("bench: per-packet: SYN challenges");
+    let challenge = challenges(&mut product, cfg, &pass_single)?;
     let mem = memory(&product);
     Ok(json!({
+        "challenge": challenge,
         "repeat": cfg.micro_repeat,
         "runs": cfg.micro_runs,
         "cpu": cfg.gw_cpu,
@@ -388,6 +391,58 @@ fn run_pinned(cfg: &Cfg) -> Result<Value> {
         "new_source": new_rows,
         "perf": perf,
         "memory": mem,
+    }))
+}
+
+/// SYNs of never-seen sources during a flood (the new-source budget
+/// spent): each is answered with a challenge through the tail call. An
+/// answer rewrites the frame in place, which a repeated run would then see
+/// instead of the SYN, so each SYN is run once, timed by the kernel like the
+/// new-source row; answers per second per core follow from the median.
+fn challenges(product: &mut Product, cfg: &Cfg, pass_single: &[u32]) -> Result<Value> {
+    product.apply_text(
+        "[defaults]\nrate = 1000\nburst = 1000\n[flood]\nnew_sources_rate = 1\n\
+         new_sources_burst = 1\nsyn_challenge = true\nsyn_challenge_rate = 100000000\n\
+         syn_challenge_burst = 100000000\n",
+    )?;
+    let prog = product.prog_fd()?;
+    // Spend the budget (burst 1): every SYN after this is refused by it.
+    let spend = udp4(Ipv4Addr::new(100, 127, 0, 1)).build();
+    single_runs(prog, &[spend.clone(), spend])?;
+    let base = u32::from(Ipv4Addr::new(100, 96, 0, 0));
+    let syns: Vec<Vec<u8>> = (0..cfg.new_sources as u32)
+        .map(|i| {
+            Frame::ip(IpAddr::V4(Ipv4Addr::from(base + i)), IpAddr::V4(DST))
+                .tcp(40000, 443, tests::packet::tcp_flags::SYN)
+                .build()
+        })
+        .collect();
+    let (ns, rets) = single_runs(prog, &syns)?;
+    // A token refilled during the run admits one source instead: only the
+    // answered SYNs (XDP_TX) are timed.
+    let answered: Vec<u32> = ns
+        .iter()
+        .zip(&rets)
+        .filter(|(_, r)| **r == 3)
+        .map(|(n, _)| *n)
+        .collect();
+    if answered.len() * 2 < syns.len() {
+        bail!(
+            "only {} of {} SYNs were challenged",
+            answered.len(),
+            syns.len()
+        );
+    }
+    let med = med_u32(&answered);
+    let pass_s = med_u32(pass_single);
+    Ok(json!({
+        "syns": syns.len(),
+        "answered": answered.len(),
+        "challenge_median_ns": med,
+        "challenge_mean_ns": mean_u32(&answered),
+        "pass_single_median_ns": pass_s,
+        "ratio_to_pass": med / pass_s,
+        "answers_per_second_per_core": 1e9 / med,
     }))
 }
 
