@@ -164,7 +164,11 @@ mod tests {
             let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
             let mut h = siphasher::sip::SipHasher13::new_with_keys(key[0], key[1]);
             h.write(&bytes);
-            assert_eq!(sip13(&key, &words, bytes.len() as u8), h.finish(), "{n} words");
+            assert_eq!(
+                sip13(&key, &words, bytes.len() as u8),
+                h.finish(),
+                "{n} words"
+            );
         }
     }
 

@@ -216,9 +216,7 @@ fn answer(ctx: &XdpContext) -> Result<(), Unanswerable> {
     if len > keep {
         // SAFETY: shrinks the frame this program owns; no packet pointer
         // is used after the call.
-        let r = unsafe {
-            aya_ebpf::helpers::bpf_xdp_adjust_tail(ctx.ctx, keep - len)
-        };
+        let r = unsafe { aya_ebpf::helpers::bpf_xdp_adjust_tail(ctx.ctx, keep - len) };
         if r != 0 {
             return Err(Unanswerable);
         }
@@ -243,8 +241,7 @@ fn check(ctx: &XdpContext) -> bool {
     let seq = u32::from_be_bytes(seq);
     let current = cookie(key.key(key.epoch), key.epoch, &at.flow);
     let prev = key.epoch.wrapping_sub(1);
-    let valid = seq == current
-        || (prev != 0 && seq == cookie(key.key(prev), prev, &at.flow));
+    let valid = seq == current || (prev != 0 && seq == cookie(key.key(prev), prev, &at.flow));
     valid && admit(&at.pkt)
 }
 

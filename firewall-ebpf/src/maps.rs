@@ -10,8 +10,8 @@ use firewall_common::{
     maps::{
         EVENTS_BYTES, LIMIT_CAPACITY, LIST_CAPACITY, MAX_RULES, RULE_PORTS_LEN, SOURCES_CAPACITY,
     },
-    AddrV4, AddrV6, Bucket, ChallengeKey, Config, Handoff, Counter, Limit, LimitEntry, ListEntry, Rule, SourceKey4,
-    SourceKey6, SourceState, LIMIT_SLOTS, N_STATS, N_VERDICTS,
+    AddrV4, AddrV6, Bucket, ChallengeKey, Config, Counter, Handoff, Limit, LimitEntry, ListEntry,
+    Rule, SourceKey4, SourceKey6, SourceState, LIMIT_SLOTS, N_STATS, N_VERDICTS,
 };
 
 #[map(name = "FW_CONFIG")]
@@ -157,4 +157,3 @@ pub static HANDOFF: PerCpuArray<Handoff> = PerCpuArray::with_max_entries(1, 0);
 /// Not pinned: only the loader that ran the probe reads it.
 #[map(name = "FW_CLOCK")]
 pub static CLOCK_PROBE: Array<u64> = Array::with_max_entries(2, 0);
-

@@ -187,7 +187,11 @@ impl Step {
     /// Exactly one packet of `frame_len` bytes counted, under `v`.
     fn only(&self, v: Verdict, frame_len: usize) -> Result<()> {
         for w in Verdict::ALL {
-            let want = if w == v { (1, frame_len as u64) } else { (0, 0) };
+            let want = if w == v {
+                (1, frame_len as u64)
+            } else {
+                (0, 0)
+            };
             let got = self.verdicts[w as usize];
             ensure!(
                 got == want,
@@ -235,8 +239,14 @@ fn spend_new_sources(h: &mut Harness, hook: Hook, src: &mut Sources) -> Result<(
 /// independent parser and recomputing every checksum.
 fn check_answer(syn: &[u8], ans: &[u8], shape: Shape) -> Result<u32> {
     let tags = shape.tags.len() * 4;
-    ensure!(ans[..6] == syn[6..12], "destination MAC is not the SYN's source");
-    ensure!(ans[6..12] == syn[..6], "source MAC is not the SYN's destination");
+    ensure!(
+        ans[..6] == syn[6..12],
+        "destination MAC is not the SYN's source"
+    );
+    ensure!(
+        ans[6..12] == syn[..6],
+        "source MAC is not the SYN's destination"
+    );
     ensure!(
         ans[12..14 + tags] == syn[12..14 + tags],
         "VLAN tags and ethertype not kept"
@@ -255,7 +265,11 @@ fn check_answer(syn: &[u8], ans: &[u8], shape: Shape) -> Result<u32> {
             &ans[l3 + 20..l3 + ihl]
         );
         let total = u16::from_be_bytes([ans[l3 + 2], ans[l3 + 3]]) as usize;
-        ensure!(total == ihl + 20, "IPv4 total length {total}, expected {}", ihl + 20);
+        ensure!(
+            total == ihl + 20,
+            "IPv4 total length {total}, expected {}",
+            ihl + 20
+        );
         ensure!(ans[l3 + 9] == packet::IPPROTO_TCP, "not TCP");
         ensure!(
             packet::checksum(&ans[l3..l3 + ihl]) == 0,
@@ -263,8 +277,14 @@ fn check_answer(syn: &[u8], ans: &[u8], shape: Shape) -> Result<u32> {
         );
         let a = |o: usize| IpAddr::V4(Ipv4Addr::new(ans[o], ans[o + 1], ans[o + 2], ans[o + 3]));
         let s = |o: usize| IpAddr::V4(Ipv4Addr::new(syn[o], syn[o + 1], syn[o + 2], syn[o + 3]));
-        ensure!(a(l3 + 12) == s(l3 + 16), "source is not the SYN's destination");
-        ensure!(a(l3 + 16) == s(l3 + 12), "destination is not the SYN's source");
+        ensure!(
+            a(l3 + 12) == s(l3 + 16),
+            "source is not the SYN's destination"
+        );
+        ensure!(
+            a(l3 + 16) == s(l3 + 12),
+            "destination is not the SYN's source"
+        );
         (a(l3 + 12), a(l3 + 16), l3 + ihl)
     } else {
         ensure!(ans[l3] >> 4 == 6, "not IPv6");
@@ -274,23 +294,47 @@ fn check_answer(syn: &[u8], ans: &[u8], shape: Shape) -> Result<u32> {
         let a = |b: &[u8], o: usize| {
             IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(&b[o..o + 16]).unwrap()))
         };
-        ensure!(a(ans, l3 + 8) == a(syn, l3 + 24), "source is not the SYN's destination");
-        ensure!(a(ans, l3 + 24) == a(syn, l3 + 8), "destination is not the SYN's source");
+        ensure!(
+            a(ans, l3 + 8) == a(syn, l3 + 24),
+            "source is not the SYN's destination"
+        );
+        ensure!(
+            a(ans, l3 + 24) == a(syn, l3 + 8),
+            "destination is not the SYN's source"
+        );
         (a(ans, l3 + 8), a(ans, l3 + 24), l3 + 40)
     };
-    ensure!(ans.len() == l4 + 20, "answer is {} bytes, expected {}", ans.len(), l4 + 20);
+    ensure!(
+        ans.len() == l4 + 20,
+        "answer is {} bytes, expected {}",
+        ans.len(),
+        l4 + 20
+    );
     let tcp = &ans[l4..];
     let syn_tcp = &syn[l4..];
-    ensure!(tcp[0..2] == syn_tcp[2..4], "source port is not the SYN's destination port");
-    ensure!(tcp[2..4] == syn_tcp[0..2], "destination port is not the SYN's source port");
-    ensure!(tcp[12] >> 4 == 5, "TCP data offset {}, expected 5", tcp[12] >> 4);
+    ensure!(
+        tcp[0..2] == syn_tcp[2..4],
+        "source port is not the SYN's destination port"
+    );
+    ensure!(
+        tcp[2..4] == syn_tcp[0..2],
+        "destination port is not the SYN's source port"
+    );
+    ensure!(
+        tcp[12] >> 4 == 5,
+        "TCP data offset {}, expected 5",
+        tcp[12] >> 4
+    );
     ensure!(
         tcp[13] == tcp_flags::SYN | tcp_flags::ACK,
         "flags {:#x}, expected SYN|ACK",
         tcp[13]
     );
     let ack = u32::from_be_bytes([tcp[8], tcp[9], tcp[10], tcp[11]]);
-    ensure!(ack != ISN.wrapping_add(1), "acknowledges the ISN: a handshake, not a challenge");
+    ensure!(
+        ack != ISN.wrapping_add(1),
+        "acknowledges the ISN: a handshake, not a challenge"
+    );
     let mut zeroed = tcp.to_vec();
     zeroed[16..18].copy_from_slice(&[0, 0]);
     let want = packet::l4_checksum(src, dst, packet::IPPROTO_TCP, &zeroed);
@@ -305,7 +349,13 @@ fn check_answer(syn: &[u8], ans: &[u8], shape: Shape) -> Result<u32> {
 /// SYN -> challenge; a wrong RST -> dropped; the right RST -> admitted;
 /// the next SYN -> passed as a known source. TC cannot answer: the SYN is
 /// rate_limited there and no challenge is counted.
-fn round_trip(h: &mut Harness, hook: Hook, shape: Shape, dport: u16, src: &mut Sources) -> Result<()> {
+fn round_trip(
+    h: &mut Harness,
+    hook: Hook,
+    shape: Shape,
+    dport: u16,
+    src: &mut Sources,
+) -> Result<()> {
     let client = src.take(shape.family);
     spend_new_sources(h, hook, src)?;
     let s = syn(shape, client, dport);
@@ -357,7 +407,8 @@ fn epochs(h: &mut Harness, hook: Hook, src: &mut Sources) -> Result<()> {
         let r = rst(shape, client, 443, cookie);
         let st = step(h, hook, &r)?;
         if passes {
-            st.returned(XDP_PASS).context("a cookie of the previous epoch")?;
+            st.returned(XDP_PASS)
+                .context("a cookie of the previous epoch")?;
             st.challenges([0, 1, 0, 0])?;
         } else {
             st.returned(XDP_DROP).context("a cookie two epochs old")?;
@@ -415,15 +466,27 @@ pub fn run(hook: Hook) -> Result<Vec<Outcome>> {
     };
     for shape in SHAPES {
         let r = round_trip(&mut h, hook, shape, 443, &mut src);
-        record(format!("challenge {}: SYN, wrong RST, RST, SYN", shape.name), r);
+        record(
+            format!("challenge {}: SYN, wrong RST, RST, SYN", shape.name),
+            r,
+        );
     }
     let r = round_trip(&mut h, hook, SHAPES[0], 22, &mut src);
-    record("challenge: a syn_only rule's port keys the admitted source by rule".into(), r);
+    record(
+        "challenge: a syn_only rule's port keys the admitted source by rule".into(),
+        r,
+    );
     if hook == Hook::Xdp {
         let r = epochs(&mut h, hook, &mut src);
-        record("challenge: previous epoch's cookie passes, older fails".into(), r);
+        record(
+            "challenge: previous epoch's cookie passes, older fails".into(),
+            r,
+        );
         let r = budget(&mut h, hook, &mut src);
-        record("challenge: answer budget spent -> refused, dropped".into(), r);
+        record(
+            "challenge: answer budget spent -> refused, dropped".into(),
+            r,
+        );
         let r = switched_off(&mut h, hook, &mut src);
         record("challenge: syn_challenge = false -> rate_limited".into(), r);
     }

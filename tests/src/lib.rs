@@ -17,6 +17,7 @@
 //! # Ok(()) }
 //! ```
 
+#[cfg(feature = "dataplane")]
 pub mod challenge_fixtures;
 pub mod e2e;
 pub mod firewall;
@@ -31,6 +32,7 @@ pub mod netns;
 pub mod packet;
 pub mod sandbox;
 pub mod traffic;
+#[cfg(feature = "dataplane")]
 pub mod web;
 
 #[cfg(test)]

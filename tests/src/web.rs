@@ -138,7 +138,11 @@ pub fn fetch(
     Ok(Fetch {
         status,
         // curl reports 0 when it never connected.
-        connect_s: if status == 0 { f64::INFINITY } else { connect_s },
+        connect_s: if status == 0 {
+            f64::INFINITY
+        } else {
+            connect_s
+        },
         bytes,
     })
 }
@@ -247,15 +251,51 @@ pub fn napi_threaded(ns: &str, ifname: &str) -> Result<()> {
     Ok(())
 }
 
-/// GRO on a veth end: a veth polls with NAPI only then (or with XDP), and
-/// XDP_TX answers from its peer are delivered only to a polling end.
-pub fn gro_on(ns: &str, ifname: &str) -> Result<()> {
-    let o = output_timeout(
-        nsenter_cmd(ns, "ethtool").args(["-K", ifname, "gro", "on"]),
-        Duration::from_secs(5),
-    )?;
-    if !o.status.success() {
-        bail!("ethtool -K {ifname} gro on: {}", String::from_utf8_lossy(&o.stderr));
+/// An XDP program on the far end of a veth: a veth hands XDP_TX frames
+/// to its peer only when the peer runs XDP itself (on a NIC the answer
+/// simply leaves by the wire). The product's clock probe serves: it
+/// returns XDP_PASS and touches only its own unpinned map. Detached when
+/// dropped.
+pub struct PeerXdp {
+    _ebpf: aya::Ebpf,
+    pin_dir: PathBuf,
+}
+
+impl PeerXdp {
+    pub fn attach(ns: &str, ifname: &str) -> Result<PeerXdp> {
+        use aya::programs::{Xdp, XdpMode};
+        use firewall_common::maps::PROG_CLOCK;
+        // The object's pinned maps go to a private directory, not the
+        // default one.
+        let pin_dir = PathBuf::from(format!("/sys/fs/bpf/fwpeer{}", crate::unique_id()));
+        std::fs::create_dir_all(&pin_dir)?;
+        let ifname = ifname.to_string();
+        let dir = pin_dir.clone();
+        let ebpf = crate::netns::in_netns(ns, move || -> Result<aya::Ebpf> {
+            let mut ebpf = aya::EbpfLoader::new()
+                .default_map_pin_directory(&dir)
+                .load(firewall_user::loader::object())?;
+            let prog: &mut Xdp = ebpf
+                .program_mut(PROG_CLOCK)
+                .context("no clock probe in the object")?
+                .try_into()?;
+            prog.load()?;
+            prog.attach(&ifname, XdpMode::Driver)
+                .with_context(|| format!("attaching XDP to {ifname}"))?;
+            Ok(ebpf)
+        });
+        match ebpf {
+            Ok(e) => Ok(PeerXdp { _ebpf: e, pin_dir }),
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&pin_dir);
+                Err(e)
+            }
+        }
     }
-    Ok(())
+}
+
+impl Drop for PeerXdp {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.pin_dir);
+    }
 }

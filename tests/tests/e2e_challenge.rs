@@ -15,7 +15,7 @@ use std::{
 use tests::{
     e2e::{json, policy_file, sample, scrape},
     web::{self, Fetch, Nginx},
-    FirewallDaemon, Sandbox, GW_ATTACKER_V4, GW_CLIENT_V4, GW_CLIENT_V6,
+    FirewallDaemon, Sandbox, GW_CLIENT_V4, GW_CLIENT_V6,
 };
 
 /// One test at a time: floods take every CPU.
@@ -92,7 +92,15 @@ fn add_addresses(sb: &Sandbox, addrs: &[IpAddr]) {
             IpAddr::V6(_) => (format!("{a}/64"), Some("nodad")),
         };
         let mut cmd = std::process::Command::new("ip");
-        cmd.args(["-n", &sb.client_ns, "addr", "add", &cidr, "dev", &sb.client_if]);
+        cmd.args([
+            "-n",
+            &sb.client_ns,
+            "addr",
+            "add",
+            &cidr,
+            "dev",
+            &sb.client_if,
+        ]);
         if let Some(x) = extra {
             cmd.arg(x);
         }
@@ -150,10 +158,11 @@ impl Phase {
 fn phase(sb: &Sandbox, fw: &FirewallDaemon, clients: &[IpAddr]) -> Phase {
     let segs_before = web::tcp_in_segs(&sb.gw_ns).unwrap();
     let ch_before = challenges(fw);
-    let attacker = sb.attacker_ns.clone();
-    let flood = std::thread::spawn(move || {
-        web::syn_flood(&attacker, IpAddr::V4(GW_ATTACKER_V4), FLOOD_SECS)
-    });
+    // The flood comes in on the clients' link, as it would on a gateway's
+    // uplink: its frames and the clients' share the interface's queue.
+    let ns = sb.client_ns.clone();
+    let flood =
+        std::thread::spawn(move || web::syn_flood(&ns, IpAddr::V4(GW_CLIENT_V4), FLOOD_SECS));
     std::thread::sleep(Duration::from_secs(1));
     let url = web::url(IpAddr::V4(GW_CLIENT_V4), "index.html");
     let new: Vec<_> = clients
@@ -205,9 +214,8 @@ fn new_clients_connect_through_a_spoofed_syn_flood() {
     let (without, with) = (v4_clients(100), v4_clients(150));
     add_addresses(&sb, &without);
     add_addresses(&sb, &with);
-    // The far ends poll with NAPI (GRO), so XDP_TX answers reach them.
-    web::gro_on(&sb.client_ns, &sb.client_if).unwrap();
-    web::gro_on(&sb.attacker_ns, &sb.attacker_if).unwrap();
+    // The far end runs XDP, so that the veth hands it XDP_TX answers.
+    let _peer = web::PeerXdp::attach(&sb.client_ns, &sb.client_if).unwrap();
     let _nginx = Nginx::start(&sb.gw_ns, &[("index.html", b"hello\n")]).unwrap();
     let policy = policy_file(&flood_policy(false, 1_000_000));
     let port = 9493;
@@ -217,9 +225,18 @@ fn new_clients_connect_through_a_spoofed_syn_flood() {
     }
     // The known client: seen before the flood.
     let url = web::url(IpAddr::V4(GW_CLIENT_V4), "index.html");
-    let first = web::fetch(&sb.client_ns, IpAddr::V4(tests::CLIENT_V4), &url, CONNECT_WITHIN, None)
-        .unwrap();
-    assert_eq!(first.status, 200, "the known client before the flood: {first:?}");
+    let first = web::fetch(
+        &sb.client_ns,
+        IpAddr::V4(tests::CLIENT_V4),
+        &url,
+        CONNECT_WITHIN,
+        None,
+    )
+    .unwrap();
+    assert_eq!(
+        first.status, 200,
+        "the known client before the flood: {first:?}"
+    );
 
     let off = phase(&sb, &fw, &without);
     off.report("without the challenge");
@@ -238,7 +255,11 @@ fn new_clients_connect_through_a_spoofed_syn_flood() {
         "{answered} clients connected but only {} challenges passed",
         on.challenges[1]
     );
-    assert!(on.forged > 100_000, "the flood sent only {} SYNs", on.forged);
+    assert!(
+        on.forged > 100_000,
+        "the flood sent only {} SYNs",
+        on.forged
+    );
     assert!(
         on.stack_segments * 100 < on.forged,
         "{} TCP segments reached the stack for {} forged SYNs (1 % allowed)",
@@ -247,34 +268,44 @@ fn new_clients_connect_through_a_spoofed_syn_flood() {
     );
     for (name, p) in [("without", &off), ("with", &on)] {
         let ok = p.known.iter().filter(|f| f.status == 200).count();
-        assert_eq!(ok, KNOWN_FETCHES, "{name} the challenge, the known client: {:?}", p.known);
+        assert_eq!(
+            ok, KNOWN_FETCHES,
+            "{name} the challenge, the known client: {:?}",
+            p.known
+        );
     }
 
-    // A small answer budget bounds the backscatter: what the attacker's
-    // link receives stays within rate * time + burst.
+    // A small answer budget bounds the backscatter: what comes back on the
+    // flood's link stays within rate * time + burst.
     let rate = 2000u64;
     reload(&fw, &policy, &flood_policy(true, rate));
-    let rx_before = web::rx_packets(&sb.attacker_ns, &sb.attacker_if).unwrap();
+    let rx_before = web::rx_packets(&sb.client_ns, &sb.client_if).unwrap();
     let ch_before = challenges(&fw);
     let t = Instant::now();
-    let forged = web::syn_flood(&sb.attacker_ns, IpAddr::V4(GW_ATTACKER_V4), 3).unwrap();
+    let forged = web::syn_flood(&sb.client_ns, IpAddr::V4(GW_CLIENT_V4), 3).unwrap();
     std::thread::sleep(Duration::from_millis(300));
     let secs = t.elapsed().as_secs_f64();
     let ch = challenges(&fw);
-    let rx = web::rx_packets(&sb.attacker_ns, &sb.attacker_if).unwrap() - rx_before;
+    let rx = web::rx_packets(&sb.client_ns, &sb.client_if).unwrap() - rx_before;
     let (sent, refused) = (ch[0] - ch_before[0], ch[3] - ch_before[3]);
     // Each CPU holds its share of the burst: the bound is per gateway.
     let bound = rate as f64 * secs + rate as f64;
     println!(
         "budget {rate}/s: {forged} forged SYNs in {secs:.1} s, {sent} answered, {refused} refused, \
-         {rx} frames reached the attacker's link (bound {bound:.0})"
+         {rx} frames came back on the flood's link (bound {bound:.0})"
     );
-    assert!(sent as f64 <= bound, "{sent} answers over the bound {bound:.0}");
+    assert!(
+        sent as f64 <= bound,
+        "{sent} answers over the bound {bound:.0}"
+    );
     assert!(
         rx as f64 <= bound + 100.0,
-        "{rx} frames reached the attacker's link, bound {bound:.0}"
+        "{rx} frames came back on the flood's link, bound {bound:.0}"
     );
-    assert!(refused > 0, "a {forged}-SYN flood never met the {rate}/s budget");
+    assert!(
+        refused > 0,
+        "a {forged}-SYN flood never met the {rate}/s budget"
+    );
     let m = scrape(&sb.gw_path(), port);
     assert_eq!(
         sample(&m, "firewall_challenges_total{result=\"sent\"}"),
@@ -301,7 +332,7 @@ fn a_new_client_fetches_a_file_through_the_challenge() {
     let v4 = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 60));
     let v6 = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 0x60));
     add_addresses(&sb, &[v4, v6]);
-    web::gro_on(&sb.client_ns, &sb.client_if).unwrap();
+    let _peer = web::PeerXdp::attach(&sb.client_ns, &sb.client_if).unwrap();
     let body: Vec<u8> = (0..1_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
     let _nginx = Nginx::start(&sb.gw_ns, &[("file.bin", &body)]).unwrap();
     // Every address is its own source (ipv6_prefix 128): the client's
@@ -315,9 +346,18 @@ fn a_new_client_fetches_a_file_through_the_challenge() {
     // The client learns the gateway's addresses first (its own primary
     // addresses: the new ones never resolve anything themselves).
     let warm = [IpAddr::V4(GW_CLIENT_V4), IpAddr::V6(GW_CLIENT_V6)];
-    for (src, dst) in [(tests::CLIENT_V4.into(), warm[0]), (tests::CLIENT_V6.into(), warm[1])] {
-        let f = web::fetch(&sb.client_ns, src, &web::url(dst, "file.bin"), CONNECT_WITHIN, None)
-            .unwrap();
+    for (src, dst) in [
+        (tests::CLIENT_V4.into(), warm[0]),
+        (tests::CLIENT_V6.into(), warm[1]),
+    ] {
+        let f = web::fetch(
+            &sb.client_ns,
+            src,
+            &web::url(dst, "file.bin"),
+            CONNECT_WITHIN,
+            None,
+        )
+        .unwrap();
         assert_eq!(f.status, 200, "warm-up from {src}: {f:?}");
     }
     let before = challenges(&fw);
@@ -325,11 +365,15 @@ fn a_new_client_fetches_a_file_through_the_challenge() {
     // Spoofed UDP at 1000/s per CPU from the client's link: every CPU's
     // new-source budget (1/s) stays spent while the client connects.
     let drain = std::thread::spawn(move || {
-        web::hping(&client_ns, &["--udp", "-p", "9", "-i", "u1000"], IpAddr::V4(GW_CLIENT_V4), 8)
+        web::hping(
+            &client_ns,
+            &["--udp", "-p", "9", "-i", "u1000"],
+            IpAddr::V4(GW_CLIENT_V4),
+            8,
+        )
     });
     std::thread::sleep(Duration::from_secs(1));
-    let dir = std::env::temp_dir().join(format!("fw-fetch-{}", tests::unique_id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = policy.parent().unwrap().to_path_buf();
     let mut got: Vec<(IpAddr, Fetch, PathBuf)> = Vec::new();
     for (src, dst) in [(v4, warm[0]), (v6, warm[1])] {
         let out = dir.join(format!("{}.bin", got.len()));
@@ -345,6 +389,7 @@ fn a_new_client_fetches_a_file_through_the_challenge() {
     }
     drain.join().unwrap().expect("hping3 drain");
     let after = challenges(&fw);
+    println!("stats: {}", json(&fw, &["stats", "--json"]));
     for (src, f, out) in &got {
         println!("{src}: {f:?}");
         assert_eq!(f.status, 200, "{src} through the challenge: {f:?}");
@@ -353,10 +398,18 @@ fn a_new_client_fetches_a_file_through_the_challenge() {
             "{src}: the file arrived altered"
         );
     }
-    let _ = std::fs::remove_dir_all(&dir);
-    println!("challenges (sent, passed, failed, refused) moved by {:?}", [0, 1, 2, 3].map(|i| after[i] - before[i]));
-    assert!(after[0] - before[0] >= 2, "fewer than two challenges sent: {before:?} -> {after:?}");
-    assert!(after[1] - before[1] >= 2, "fewer than two challenges passed: {before:?} -> {after:?}");
+    println!(
+        "challenges (sent, passed, failed, refused) moved by {:?}",
+        [0, 1, 2, 3].map(|i| after[i] - before[i])
+    );
+    assert!(
+        after[0] - before[0] >= 2,
+        "fewer than two challenges sent: {before:?} -> {after:?}"
+    );
+    assert!(
+        after[1] - before[1] >= 2,
+        "fewer than two challenges passed: {before:?} -> {after:?}"
+    );
     let m = scrape(&sb.gw_path(), port);
     assert!(
         sample(&m, "firewall_challenges_total{result=\"passed\"}").unwrap_or(0.0) >= 2.0,

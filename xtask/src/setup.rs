@@ -22,9 +22,6 @@ const APT_PACKAGES: &[&str] = &[
     "nginx-light",
     "hping3",
     "curl",
-    // GRO on the far ends of the veths: a veth delivers XDP_TX answers only
-    // to a peer that polls with NAPI.
-    "ethtool",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
