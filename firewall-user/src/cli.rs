@@ -1,4 +1,4 @@
-//! The command line, as CONTRACT.md names it.
+//! The command line, as docs/reference.md names it.
 
 use std::{net::SocketAddr, path::PathBuf};
 

@@ -1,14 +1,15 @@
 //! The policy file: parsing and validation.
 //!
-//! `parse` reads the TOML text with spans kept (`toml_edit::ImDocument`) and
-//! checks every table by hand, so that it can report *every* problem with
-//! its line instead of stopping at the first one, name the bad value and say
-//! what would be valid. A file that parses is normalized (CIDR host bits
-//! cleared, defaults filled in) into a [`Policy`].
+//! serde reads the TOML text into the typed tables below (`File`,
+//! `DefaultsFile`...), keeping the span of every key and value and keeping a
+//! value of the wrong type instead of stopping at it (see `spanned`). A
+//! semantic pass then checks ranges and the rules between keys and names
+//! *every* problem with its line, the bad value and what would be valid. A
+//! file that passes is normalized (CIDR host bits cleared, defaults filled
+//! in) into a [`Policy`].
 
 use std::collections::HashMap;
 use std::fmt;
-use std::net::IpAddr;
 use std::ops::Range;
 use std::path::Path;
 use std::str::FromStr;
@@ -18,10 +19,15 @@ use anyhow::Context as _;
 use firewall_common::bucket::{Limit, LimitError, MAX_RATE};
 use firewall_common::maps::{LIMIT_CAPACITY, LIST_CAPACITY, MAX_RULES, SOURCES_CAPACITY};
 use ipnet::IpNet;
-use toml_edit::{ImDocument, Item, Value};
+use serde::Deserialize;
+use toml::{Spanned, Value};
+
+use crate::addr::{parse_net, CIDR_EXAMPLES};
+use spanned::{fields, Field, List, Many, Sec, Section, Val};
 
 mod crowdsec_table;
 pub mod fleet;
+mod spanned;
 
 /// Default per-source rate (packets per second).
 pub const DEFAULT_RATE: u64 = 100;
@@ -54,6 +60,8 @@ pub struct Policy {
     /// `[[rule]]` entries, in file order (rule `i` is rule index `i`).
     pub rules: Vec<Rule>,
     pub flood: Flood,
+    /// The `syn_challenge*` keys of `[flood]`.
+    pub syn_challenge: SynChallenge,
     pub autoban: Option<Autoban>,
     pub table: Table,
     /// `[crowdsec]`: bouncer and watcher of a CrowdSec local API.
@@ -96,6 +104,7 @@ impl Default for Policy {
             limits: Vec::new(),
             rules: Vec::new(),
             flood: Flood::default(),
+            syn_challenge: SynChallenge::default(),
             autoban: None,
             table: Table::default(),
             crowdsec: None,
@@ -216,13 +225,6 @@ pub struct Rule {
 pub struct Flood {
     pub new_sources_rate: u64,
     pub new_sources_burst: u64,
-    /// A TCP SYN the budget refuses is answered with a challenge (a SYN-ACK
-    /// carrying a cookie) instead of being dropped; a source that answers
-    /// it is real and gets a bucket.
-    pub syn_challenge: bool,
-    /// Challenges sent per second for the whole gateway (backscatter bound).
-    pub syn_challenge_rate: u64,
-    pub syn_challenge_burst: u64,
 }
 
 impl Default for Flood {
@@ -230,9 +232,29 @@ impl Default for Flood {
         Flood {
             new_sources_rate: DEFAULT_NEW_SOURCES_RATE,
             new_sources_burst: DEFAULT_NEW_SOURCES_BURST,
-            syn_challenge: true,
-            syn_challenge_rate: DEFAULT_SYN_CHALLENGE_RATE,
-            syn_challenge_burst: DEFAULT_SYN_CHALLENGE_BURST,
+        }
+    }
+}
+
+/// `[flood] syn_challenge*`: a TCP SYN the new-source budget refuses is
+/// answered with a challenge (a SYN-ACK carrying a cookie) instead of being
+/// dropped; a source that answers it is real and gets a bucket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SynChallenge {
+    /// `syn_challenge`.
+    pub enabled: bool,
+    /// `syn_challenge_rate`, `syn_challenge_burst`: challenges sent per
+    /// second for the whole gateway (the backscatter bound).
+    pub rate: u64,
+    pub burst: u64,
+}
+
+impl Default for SynChallenge {
+    fn default() -> Self {
+        SynChallenge {
+            enabled: true,
+            rate: DEFAULT_SYN_CHALLENGE_RATE,
+            burst: DEFAULT_SYN_CHALLENGE_BURST,
         }
     }
 }
@@ -312,10 +334,10 @@ pub fn parse(text: &str) -> Checked {
         text,
         problems: Vec::new(),
     };
-    let policy = match ImDocument::parse(text) {
-        Ok(doc) => cx.policy(doc.as_item()),
+    let policy = match toml::from_str::<Section<File>>(text) {
+        Ok(file) => Some(cx.policy(file)),
         Err(e) => {
-            let line = cx.line(e.span());
+            let line = e.span().map_or(1, |s| cx.line(&s));
             let msg = e.message().trim().replace('\n', "; ");
             cx.error(line, format!("invalid TOML: {msg}"));
             None
@@ -329,70 +351,144 @@ pub fn parse(text: &str) -> Checked {
     }
 }
 
-const TOP_KEYS: &[&str] = &[
-    "allow", "block", "defaults", "limit", "rule", "flood", "autoban", "table", "crowdsec", "fleet",
-];
-const TABLE_KEYS: &[&str] = &["max_sources", "max_list_entries"];
-const DEFAULTS_KEYS: &[&str] = &["rate", "burst", "ipv4_prefix", "ipv6_prefix", "mode"];
-const LIMIT_KEYS: &[&str] = &["cidr", "rate", "burst"];
-const RULE_KEYS: &[&str] = &["name", "protocol", "dst_port", "syn_only", "rate", "burst"];
-const FLOOD_KEYS: &[&str] = &[
-    "new_sources_rate",
-    "new_sources_burst",
-    "syn_challenge",
-    "syn_challenge_rate",
-    "syn_challenge_burst",
-];
-const AUTOBAN_KEYS: &[&str] = &["drops", "window", "ban", "max_ban"];
+/// Every table of the policy file and the keys it takes, as the parser
+/// reads them (`""` is the top level, `limit` and `rule` are arrays of
+/// tables). Read from the types serde fills, so it cannot drift.
+pub fn known_keys() -> Vec<(&'static str, &'static [&'static str])> {
+    vec![
+        ("", fields::<File>()),
+        ("defaults", fields::<DefaultsFile>()),
+        ("limit", fields::<LimitFile>()),
+        ("rule", fields::<RuleFile>()),
+        ("flood", fields::<FloodFile>()),
+        ("table", fields::<TableFile>()),
+        ("autoban", fields::<AutobanFile>()),
+        ("crowdsec", fields::<crowdsec_table::File>()),
+        ("fleet", fields::<fleet::File>()),
+    ]
+}
+
+/// The file as serde reads it: every key optional, every value spanned.
+#[derive(Deserialize)]
+struct File {
+    allow: Many<Val<String>>,
+    block: Many<Val<String>>,
+    defaults: Sec<DefaultsFile>,
+    limit: Many<Section<LimitFile>>,
+    rule: Many<Section<RuleFile>>,
+    flood: Sec<FloodFile>,
+    autoban: Sec<AutobanFile>,
+    table: Sec<TableFile>,
+    crowdsec: Sec<crowdsec_table::File>,
+    fleet: Sec<fleet::File>,
+}
+
+#[derive(Deserialize)]
+struct DefaultsFile {
+    rate: Field<i64>,
+    burst: Field<i64>,
+    ipv4_prefix: Field<i64>,
+    ipv6_prefix: Field<i64>,
+    mode: Field<String>,
+}
+
+#[derive(Deserialize)]
+struct LimitFile {
+    cidr: Field<String>,
+    rate: Field<i64>,
+    burst: Field<i64>,
+}
+
+#[derive(Deserialize)]
+struct RuleFile {
+    name: Field<String>,
+    protocol: Field<String>,
+    dst_port: Field<Port>,
+    syn_only: Field<bool>,
+    rate: Field<i64>,
+    burst: Field<i64>,
+}
+
+/// `dst_port`: `22` or `"1000-2000"`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Port {
+    One(i64),
+    Range(String),
+}
+
+#[derive(Deserialize)]
+struct FloodFile {
+    new_sources_rate: Field<i64>,
+    new_sources_burst: Field<i64>,
+    syn_challenge: Field<bool>,
+    syn_challenge_rate: Field<i64>,
+    syn_challenge_burst: Field<i64>,
+}
+
+#[derive(Deserialize)]
+struct TableFile {
+    max_sources: Field<i64>,
+    max_list_entries: Field<i64>,
+}
+
+#[derive(Deserialize)]
+struct AutobanFile {
+    drops: Field<i64>,
+    window: Field<String>,
+    ban: Field<String>,
+    max_ban: Field<String>,
+}
 
 const TOP_LEVEL_HINT: &str =
     "top-level keys such as allow and block must come before the first [table]";
-const CIDR_EXAMPLES: &str =
-    "an IPv4 or IPv6 address or CIDR such as \"192.0.2.0/24\", \"2001:db8::/32\" or \"203.0.113.7\"";
 const DURATION_EXAMPLES: &str = "a duration such as \"30s\", \"10m\", \"1h\" or \"2d\"";
+const PORT_VALID: &str =
+    "a port from 1 to 65535 (dst_port = 22) or a range \"A-B\" with A <= B (dst_port = \"1000-2000\")";
+const PROTOCOLS: &str = "one of \"tcp\", \"udp\", \"icmp\", \"any\"";
 /// Rule names are stored in 32 bytes in the rules map.
 const RULE_NAME_MAX: usize = 32;
 /// Longest ban (see `clock::MAX_TTL`).
 const MAX_DURATION: Duration = crate::clock::MAX_TTL;
 
-/// A key of a table, with where it is.
-struct Entry<'a> {
-    key: &'a str,
-    /// Line of the key (or of the value when the key has no span).
+/// A table that was read, with the line of its header (or first key).
+struct View<'f, T> {
     line: usize,
-    item: &'a Item,
+    keys: &'f [(String, Range<usize>)],
+    body: &'f T,
 }
 
-/// A table (standard or inline) seen as its entries.
-struct TableView<'a> {
-    /// Line of the header (`[defaults]`), or of the first key.
-    line: usize,
-    entries: Vec<Entry<'a>>,
-}
-
-impl<'a> TableView<'a> {
-    fn get(&self, key: &str) -> Option<&Entry<'a>> {
-        self.entries.iter().find(|e| e.key == key)
+impl<T> View<'_, T> {
+    fn has(&self, key: &str) -> bool {
+        self.keys.iter().any(|(k, _)| k == key)
     }
 }
 
+/// A rate/burst pair to check: each key with its value, if written, and
+/// the default used when it is not (`None`: the key is required).
+struct Pair<'f> {
+    keys: (&'static str, &'static str),
+    rate: (Option<&'f Spanned<Val<i64>>>, Option<u64>),
+    burst: (Option<&'f Spanned<Val<i64>>>, Option<u64>),
+}
+
+/// The semantic pass: collects every problem of one file.
 struct Cx<'t> {
     text: &'t str,
     problems: Vec<Problem>,
 }
 
-impl<'t> Cx<'t> {
-    fn line(&self, span: Option<Range<usize>>) -> usize {
-        match span {
-            Some(span) => {
-                let end = span.start.min(self.text.len());
-                1 + self.text.as_bytes()[..end]
-                    .iter()
-                    .filter(|b| **b == b'\n')
-                    .count()
-            }
-            None => 0,
-        }
+impl Cx<'_> {
+    fn line(&self, span: &Range<usize>) -> usize {
+        let end = span.start.min(self.text.len());
+        1 + self.text.as_bytes()[..end]
+            .iter()
+            .filter(|b| **b == b'\n')
+            .count()
+    }
+
+    fn at<T>(&self, s: &Spanned<T>) -> usize {
+        self.line(&s.span())
     }
 
     fn error(&mut self, line: usize, message: String) {
@@ -411,101 +507,207 @@ impl<'t> Cx<'t> {
         });
     }
 
-    /// The value as written in the file (shortened), for messages.
-    fn raw(&self, item: &Item) -> String {
-        let written = item
-            .span()
-            .and_then(|s| self.text.get(s))
-            .map(|s| s.trim().to_string())
-            .unwrap_or_else(|| match item {
-                Item::Value(v) => v.to_string().trim().to_string(),
-                other => format!("<{}>", other.type_name()),
-            });
-        let one_line: String = written.split_whitespace().collect::<Vec<_>>().join(" ");
+    /// The value as written in the file (on one line, shortened), for messages.
+    fn raw<T>(&self, s: &Spanned<T>) -> String {
+        let written = self.text.get(s.span()).unwrap_or("").trim();
+        let one_line = written.split_whitespace().collect::<Vec<_>>().join(" ");
         if one_line.chars().count() > 60 {
-            let mut s: String = one_line.chars().take(57).collect();
-            s.push_str("...");
-            s
+            one_line.chars().take(57).chain("...".chars()).collect()
         } else {
             one_line
         }
     }
 
-    fn value_line(&self, v: &Value, fallback: usize) -> usize {
-        match self.line(v.span()) {
-            0 => fallback,
-            l => l,
+    /// A value of the expected type, or an error naming what was written.
+    fn val<'f, T>(
+        &mut self,
+        ctx: &str,
+        key: &str,
+        f: &'f Spanned<Val<T>>,
+        expected: &str,
+    ) -> Option<&'f T> {
+        match f.get_ref() {
+            Val::Ok(v) => Some(v),
+            Val::Bad(v) => {
+                let msg = format!(
+                    "{ctx}{key} = {}: must be {expected}, not {}",
+                    self.raw(f),
+                    article(v.type_str())
+                );
+                self.error(self.at(f), msg);
+                None
+            }
         }
     }
 
-    /// See a standard or inline table as its entries; `None` for any other item.
-    fn view<'a>(&self, item: &'a Item, fallback: usize) -> Option<TableView<'a>> {
-        match item {
-            Item::Table(t) => {
-                let mut view = self.view_table(t, self.line(t.span()));
-                if view.line == 0 {
-                    // A table made by dotted keys has no header: use its first key.
-                    view.line = view
-                        .entries
-                        .iter()
-                        .map(|e| e.line)
-                        .filter(|l| *l > 0)
-                        .min()
-                        .unwrap_or(fallback);
-                    for e in &mut view.entries {
-                        if e.line == 0 {
-                            e.line = view.line;
-                        }
-                    }
-                }
+    /// An integer in `lo..=hi`.
+    fn int(
+        &mut self,
+        ctx: &str,
+        key: &str,
+        f: &Spanned<Val<i64>>,
+        lo: i64,
+        hi: i64,
+    ) -> Option<i64> {
+        let valid = format!("an integer from {lo} to {hi}");
+        let n = *self.val(ctx, key, f, &valid)?;
+        if (lo..=hi).contains(&n) {
+            return Some(n);
+        }
+        self.error(
+            self.at(f),
+            format!("{ctx}{key} = {}: must be {valid}", self.raw(f)),
+        );
+        None
+    }
+
+    fn boolean(&mut self, ctx: &str, key: &str, f: &Spanned<Val<bool>>) -> Option<bool> {
+        self.val(ctx, key, f, "true or false").copied()
+    }
+
+    /// A humantime duration (`[autoban]`, `[fleet] max_ttl`, `[crowdsec] poll`).
+    fn duration(
+        &mut self,
+        ctx: &str,
+        key: &str,
+        f: &Spanned<Val<String>>,
+    ) -> Option<Result<Duration, String>> {
+        let s = self.val(ctx, key, f, DURATION_EXAMPLES)?;
+        Some(humantime::parse_duration(s.trim()).map_err(|e| e.to_string()))
+    }
+
+    /// A table read into `T`; an error naming what was written instead.
+    fn table<'f, T>(&mut self, name: &str, s: &'f Spanned<Section<T>>) -> Option<View<'f, T>>
+    where
+        T: serde::de::DeserializeOwned,
+    {
+        let valid = fields::<T>();
+        match &s.get_ref().body {
+            Ok(body) => {
+                let view = self.view(s, body);
+                self.unknown_keys(view.keys, Some(&format!("[{name}]")), valid);
                 Some(view)
             }
-            Item::Value(v @ Value::InlineTable(_)) => {
-                Some(self.view_inline(v, self.value_line(v, fallback)))
+            Err(v) => {
+                let tables = matches!(v, Value::Array(a) if a.iter().all(Value::is_table));
+                let (found, hint) = if tables {
+                    let hint = format!("; write [{name}], not [[{name}]], and only once");
+                    ("an array of tables".to_string(), hint)
+                } else {
+                    (self.found(v, s), String::new())
+                };
+                let msg = format!(
+                    "`{name}` must be a table ([{name}] with keys {}), not {found}{hint}",
+                    valid.join(", ")
+                );
+                self.error(self.at(s), msg);
+                None
             }
-            _ => None,
         }
     }
 
-    /// Report keys of `view` that are not in `valid`.
-    fn unknown_keys(&mut self, view: &TableView<'_>, table: &str, valid: &[&str]) {
-        for e in &view.entries {
-            if valid.contains(&e.key) {
-                continue;
+    fn view<'f, T>(&self, s: &'f Spanned<Section<T>>, body: &'f T) -> View<'f, T> {
+        View {
+            line: self.at(s),
+            keys: &s.get_ref().keys,
+            body,
+        }
+    }
+
+    /// The tables of `[[name]]` (or `name = [{...}, ...]`).
+    fn tables<'f, T>(&mut self, name: &str, s: &'f Spanned<List<Section<T>>>) -> Vec<View<'f, T>>
+    where
+        T: serde::de::DeserializeOwned,
+    {
+        let items = match s.get_ref() {
+            List::Items(items) => items,
+            List::Bad(v) => {
+                let found = match v {
+                    Value::Table(_) => format!("a single table [{name}]"),
+                    v => self.found(v, s),
+                };
+                let msg = format!("`{name}` must be an array of tables: write [[{name}]] before each entry, not {found}");
+                self.error(self.at(s), msg);
+                return Vec::new();
             }
-            let mut msg = format!(
-                "unknown key `{}` in {table}; valid keys: {}",
-                e.key,
-                valid.join(", ")
-            );
-            if let Some(near) = closest(e.key, valid) {
+        };
+        let mut out = Vec::new();
+        for t in items {
+            match &t.get_ref().body {
+                Ok(body) => {
+                    let view = self.view(t, body);
+                    self.unknown_keys(view.keys, Some(&format!("[[{name}]]")), fields::<T>());
+                    out.push(view);
+                }
+                Err(v) => {
+                    let msg = format!(
+                        "`{name}` entries must be tables ([[{name}]]), not {}",
+                        self.found(v, t)
+                    );
+                    self.error(self.at(t), msg);
+                }
+            }
+        }
+        out
+    }
+
+    /// "an integer 5", "a table"...
+    fn found<T>(&self, v: &Value, s: &Spanned<T>) -> String {
+        match v {
+            Value::Table(_) => article("table"),
+            v => format!("{} {}", article(v.type_str()), self.raw(s)),
+        }
+    }
+
+    /// Report keys that are not in `valid` (`table`: `None` at the top
+    /// level), with the closest valid key.
+    fn unknown_keys(
+        &mut self,
+        keys: &[(String, Range<usize>)],
+        table: Option<&str>,
+        valid: &[&str],
+    ) {
+        for (key, span) in keys.iter().filter(|(k, _)| !valid.contains(&k.as_str())) {
+            let mut msg = match table {
+                None => format!("unknown top-level key `{key}`"),
+                Some(t) => format!("unknown key `{key}` in {t}"),
+            };
+            msg.push_str(&format!("; valid keys: {}", valid.join(", ")));
+            if let Some(near) = closest(key, valid) {
                 msg.push_str(&format!(" (did you mean `{near}`?)"));
             }
-            if e.key == "allow" || e.key == "block" {
+            if table.is_some() && (key == "allow" || key == "block") {
                 msg.push_str(&format!(" ({TOP_LEVEL_HINT})"));
             }
-            self.error(e.line, msg);
+            self.error(self.line(span), msg);
         }
     }
 
-    fn policy(&mut self, root: &Item) -> Option<Policy> {
-        let view = self.view(root, 1)?;
-        let mut policy = Policy::default();
-        for e in &view.entries {
-            if !TOP_KEYS.contains(&e.key) {
-                let mut msg = format!(
-                    "unknown top-level key `{}`; valid keys: {}",
-                    e.key,
-                    TOP_KEYS.join(", ")
-                );
-                if let Some(near) = closest(e.key, TOP_KEYS) {
-                    msg.push_str(&format!(" (did you mean `{near}`?)"));
-                }
-                self.error(e.line, msg);
-            }
+    fn require<T>(&mut self, view: &View<'_, T>, what: &str, required: &[&str]) {
+        let missing: Vec<String> = required
+            .iter()
+            .filter(|k| !view.has(k))
+            .map(|k| format!("`{k}`"))
+            .collect();
+        if !missing.is_empty() {
+            let msg = format!(
+                "{what} is missing {} {}; required: {}",
+                if missing.len() == 1 { "key" } else { "keys" },
+                missing.join(", "),
+                required.join(", ")
+            );
+            self.error(view.line, msg);
         }
-        let allow = view.get("allow").map(|e| self.cidr_list(e, "allow"));
-        let block = view.get("block").map(|e| self.cidr_list(e, "block"));
+    }
+
+    fn policy(&mut self, file: Section<File>) -> Policy {
+        let mut policy = Policy::default();
+        self.unknown_keys(&file.keys, None, fields::<File>());
+        let Ok(f) = &file.body else {
+            return policy;
+        };
+        let allow = f.allow.as_ref().map(|l| self.cidr_list(l, "allow"));
+        let block = f.block.as_ref().map(|l| self.cidr_list(l, "block"));
         if let (Some(allow), Some(block)) = (&allow, &block) {
             for (net, bline) in block {
                 if let Some((_, aline)) = allow.iter().find(|(a, _)| a == net) {
@@ -519,203 +721,74 @@ impl<'t> Cx<'t> {
                 }
             }
         }
-        policy.allow = allow
-            .unwrap_or_default()
-            .into_iter()
-            .map(|(n, _)| n)
-            .collect();
-        policy.block = block
-            .unwrap_or_default()
-            .into_iter()
-            .map(|(n, _)| n)
-            .collect();
-        if let Some(e) = view.get("defaults") {
-            policy.defaults = self.defaults(e);
+        let nets = |l: Option<Vec<(IpNet, usize)>>| {
+            l.unwrap_or_default().into_iter().map(|(n, _)| n).collect()
+        };
+        policy.allow = nets(allow);
+        policy.block = nets(block);
+        if let Some(v) = f.defaults.as_ref().and_then(|s| self.table("defaults", s)) {
+            policy.defaults = self.defaults(&v);
         }
-        if let Some(e) = view.get("limit") {
-            policy.limits = self.limits(e);
+        if let Some(s) = &f.limit {
+            policy.limits = self.limits(s);
         }
-        if let Some(e) = view.get("rule") {
-            policy.rules = self.rules(e);
+        if let Some(s) = &f.rule {
+            policy.rules = self.rules(s);
         }
-        if let Some(e) = view.get("flood") {
-            policy.flood = self.flood(e);
+        if let Some(v) = f.flood.as_ref().and_then(|s| self.table("flood", s)) {
+            (policy.flood, policy.syn_challenge) = self.flood(&v);
         }
-        if let Some(e) = view.get("table") {
-            policy.table = self.table_sizes(e);
+        if let Some(v) = f.table.as_ref().and_then(|s| self.table("table", s)) {
+            policy.table = self.table_sizes(&v);
         }
-        if let Some(e) = view.get("autoban") {
-            policy.autoban = self.autoban(e);
+        if let Some(v) = f.autoban.as_ref().and_then(|s| self.table("autoban", s)) {
+            policy.autoban = self.autoban(&v);
         }
-        if let Some(e) = view.get("crowdsec") {
-            policy.crowdsec = self.crowdsec(e);
+        if let Some(v) = f.crowdsec.as_ref().and_then(|s| self.table("crowdsec", s)) {
+            policy.crowdsec = self.crowdsec(&v);
         }
-        if let Some(e) = view.get("fleet") {
-            policy.fleet = self.fleet(e);
+        if let Some(v) = f.fleet.as_ref().and_then(|s| self.table("fleet", s)) {
+            policy.fleet = self.fleet(&v);
         }
-        Some(policy)
-    }
-
-    /// A `[name]` table; reports and returns `None` when it is something else.
-    fn table<'a>(&mut self, e: &Entry<'a>, name: &str, valid: &[&str]) -> Option<TableView<'a>> {
-        match self.view(e.item, e.line) {
-            Some(view) => {
-                self.unknown_keys(&view, &format!("[{name}]"), valid);
-                Some(view)
-            }
-            None => {
-                let hint = if e.item.is_array_of_tables() {
-                    format!("; write [{name}], not [[{name}]], and only once")
-                } else {
-                    String::new()
-                };
-                self.error(
-                    e.line,
-                    format!(
-                        "`{name}` must be a table ([{name}] with keys {}), not {}{hint}",
-                        valid.join(", "),
-                        self.found(e.item),
-                    ),
-                );
-                None
-            }
-        }
-    }
-
-    /// "an integer 5", "an array of tables"...
-    fn found(&self, item: &Item) -> String {
-        match item {
-            Item::Value(_) => format!("{} {}", article(item.type_name()), self.raw(item)),
-            _ => article(item.type_name()),
-        }
-    }
-
-    /// The tables of `[[name]]` (or `name = [{...}, ...]`).
-    fn array_of_tables<'a>(&mut self, e: &Entry<'a>, name: &str) -> Vec<TableView<'a>> {
-        let mut out = Vec::new();
-        match e.item {
-            Item::ArrayOfTables(a) => {
-                for t in a.iter() {
-                    let line = match self.line(t.span()) {
-                        0 => e.line,
-                        l => l,
-                    };
-                    out.push(self.view_table(t, line));
-                }
-            }
-            Item::Value(Value::Array(a)) => {
-                for v in a.iter() {
-                    match v {
-                        Value::InlineTable(_) => {
-                            let line = self.value_line(v, e.line);
-                            out.push(self.view_inline(v, line));
-                        }
-                        other => {
-                            let line = self.value_line(other, e.line);
-                            self.error(
-                                line,
-                                format!(
-                                    "`{name}` entries must be tables ([[{name}]]), not {} {}",
-                                    article(other.type_name()),
-                                    self.raw(&Item::Value(other.clone()))
-                                ),
-                            );
-                        }
-                    }
-                }
-            }
-            other => {
-                let found = match other {
-                    Item::Table(_) => format!("a single table [{name}]"),
-                    _ => self.found(other),
-                };
-                self.error(
-                    e.line,
-                    format!("`{name}` must be an array of tables: write [[{name}]] before each entry, not {found}"),
-                );
-            }
-        }
-        out
-    }
-
-    fn view_table<'a>(&self, t: &'a toml_edit::Table, line: usize) -> TableView<'a> {
-        let mut entries = Vec::new();
-        for (key, child) in t.iter() {
-            if child.is_none() {
-                continue;
-            }
-            let kl = self.line(t.key(key).and_then(|k| k.span()));
-            let kl = if kl == 0 { self.line(child.span()) } else { kl };
-            entries.push(Entry {
-                key,
-                line: if kl == 0 { line } else { kl },
-                item: child,
-            });
-        }
-        TableView { line, entries }
-    }
-
-    fn view_inline<'a>(&self, v: &'a Value, line: usize) -> TableView<'a> {
-        let mut entries = Vec::new();
-        if let Value::InlineTable(t) = v {
-            for (key, _) in t.iter() {
-                if let Some((k, child)) = t.get_key_value(key) {
-                    let kl = match self.line(k.span()) {
-                        0 => self.line(child.span()),
-                        l => l,
-                    };
-                    entries.push(Entry {
-                        key,
-                        line: if kl == 0 { line } else { kl },
-                        item: child,
-                    });
-                }
-            }
-        }
-        TableView { line, entries }
+        policy
     }
 
     /// `allow` / `block`: an array of CIDR strings. Returns the normalized
     /// networks (first occurrence kept) with their lines.
-    fn cidr_list(&mut self, e: &Entry<'_>, list: &str) -> Vec<(IpNet, usize)> {
+    fn cidr_list(&mut self, l: &Spanned<List<Val<String>>>, list: &str) -> Vec<(IpNet, usize)> {
         let mut out: Vec<(IpNet, usize)> = Vec::new();
-        let Some(arr) = e.item.as_array() else {
-            let mut msg = format!(
-                "{list} = {}: must be an array of strings, each {CIDR_EXAMPLES}, not {}",
-                self.raw(e.item),
-                article(e.item.type_name())
-            );
-            if e.item.is_table() || e.item.is_array_of_tables() {
-                msg = format!(
-                    "[{list}] is a table, but {list} must be a top-level array of strings such as {list} = [\"192.0.2.0/24\"]"
-                );
+        let items = match l.get_ref() {
+            List::Items(items) => items,
+            List::Bad(v) => {
+                let msg = match v {
+                    Value::Table(_) => format!("[{list}] is a table, but {list} must be a top-level array of strings such as {list} = [\"192.0.2.0/24\"]"),
+                    v => format!("{list} = {}: must be an array of strings, each {CIDR_EXAMPLES}, not {}", self.raw(l), article(v.type_str())),
+                };
+                self.error(self.at(l), msg);
+                return out;
             }
-            self.error(e.line, msg);
-            return out;
         };
         let mut seen: HashMap<IpNet, usize> = HashMap::new();
         let (mut v4, mut v6) = (0u32, 0u32);
-        for v in arr.iter() {
-            let line = self.value_line(v, e.line);
-            let Some(s) = v.as_str() else {
-                self.error(
-                    line,
-                    format!(
+        for item in items {
+            let line = self.at(item);
+            let s = match item.get_ref() {
+                Val::Ok(s) => s,
+                Val::Bad(v) => {
+                    let msg = format!(
                         "{list} entry {}: must be a string, {CIDR_EXAMPLES}, not {}",
-                        self.raw(&Item::Value(v.clone())),
-                        article(v.type_name())
-                    ),
-                );
-                continue;
+                        self.raw(item),
+                        article(v.type_str())
+                    );
+                    self.error(line, msg);
+                    continue;
+                }
             };
             let Some(net) = self.cidr(s, line, list) else {
                 continue;
             };
             if let Some(first) = seen.get(&net) {
-                self.warning(
-                    line,
-                    format!("{list} entry \"{s}\": {net} is already listed at line {first}; listed once"),
-                );
+                self.warning(line, format!("{list} entry \"{s}\": {net} is already listed at line {first}; listed once"));
                 continue;
             }
             if net.prefix_len() == 0 {
@@ -738,10 +811,8 @@ impl<'t> Cx<'t> {
         }
         for (count, fam) in [(v4, "IPv4"), (v6, "IPv6")] {
             if count > LIST_CAPACITY {
-                self.error(
-                    e.line,
-                    format!("{list} has {count} {fam} entries; at most {LIST_CAPACITY} fit"),
-                );
+                let msg = format!("{list} has {count} {fam} entries; at most {LIST_CAPACITY} fit");
+                self.error(self.at(l), msg);
             }
         }
         out
@@ -750,7 +821,7 @@ impl<'t> Cx<'t> {
     /// Parse a CIDR or bare address; warn about host bits; return it
     /// normalized.
     fn cidr(&mut self, s: &str, line: usize, what: &str) -> Option<IpNet> {
-        match parse_cidr(s) {
+        match parse_net(s) {
             Ok(net) => {
                 let trunc = net.trunc();
                 if trunc != net {
@@ -771,152 +842,70 @@ impl<'t> Cx<'t> {
         }
     }
 
-    /// An integer in `lo..=hi`.
-    fn int(&mut self, ctx: &str, e: &Entry<'_>, lo: i64, hi: i64) -> Option<i64> {
-        match e.item.as_integer() {
-            Some(n) if (lo..=hi).contains(&n) => Some(n),
-            Some(_) => {
-                self.error(
-                    e.line,
-                    format!(
-                        "{ctx}{} = {}: must be an integer from {lo} to {hi}",
-                        e.key,
-                        self.raw(e.item)
-                    ),
-                );
-                None
-            }
-            None => {
-                self.error(
-                    e.line,
-                    format!(
-                        "{ctx}{} = {}: must be an integer from {lo} to {hi}, not {}",
-                        e.key,
-                        self.raw(e.item),
-                        article(e.item.type_name())
-                    ),
-                );
-                None
-            }
-        }
-    }
-
-    fn string<'a>(&mut self, ctx: &str, e: &Entry<'a>, expected: &str) -> Option<&'a str> {
-        match e.item.as_str() {
-            Some(s) => Some(s),
-            None => {
-                self.error(
-                    e.line,
-                    format!(
-                        "{ctx}{} = {}: must be {expected}, not {}",
-                        e.key,
-                        self.raw(e.item),
-                        article(e.item.type_name())
-                    ),
-                );
-                None
-            }
-        }
-    }
-
-    fn boolean(&mut self, ctx: &str, e: &Entry<'_>) -> Option<bool> {
-        match e.item.as_bool() {
-            Some(b) => Some(b),
-            None => {
-                self.error(
-                    e.line,
-                    format!(
-                        "{ctx}{} = {}: must be true or false, not {}",
-                        e.key,
-                        self.raw(e.item),
-                        article(e.item.type_name())
-                    ),
-                );
-                None
-            }
-        }
-    }
-
     /// Check a rate/burst pair against what the fixed-point bucket holds.
-    /// A missing entry takes its default; `None` from a default means the
-    /// key is required (already reported). Returns the pair when valid.
-    fn rate_burst(
-        &mut self,
-        ctx: &str,
-        keys: (&str, &str),
-        rate: (Option<&Entry<'_>>, Option<u64>),
-        burst: (Option<&Entry<'_>>, Option<u64>),
-    ) -> Option<(u64, u64)> {
-        let r = match rate.0 {
-            Some(e) => self.int(ctx, e, 1, MAX_RATE as i64).map(|n| n as u64),
-            None => rate.1,
+    fn rate_burst(&mut self, ctx: &str, p: Pair<'_>) -> Option<(u64, u64)> {
+        let (rk, bk) = p.keys;
+        let r = match p.rate.0 {
+            Some(f) => self.int(ctx, rk, f, 1, MAX_RATE as i64).map(|n| n as u64),
+            None => p.rate.1,
         };
-        let b = match burst.0 {
-            Some(e) => {
+        let b = match p.burst.0 {
+            Some(f) => {
                 // Upper bound: what this rate can hold, or the most any rate can.
                 let max = Limit::max_burst(r.unwrap_or(MAX_RATE));
-                match e.item.as_integer() {
-                    Some(n) if n >= 1 && n as u64 <= max => Some(n as u64),
-                    Some(n) => {
+                match f.get_ref() {
+                    Val::Ok(n) if *n >= 1 && *n as u64 <= max => Some(*n as u64),
+                    Val::Ok(n) => {
                         let note = match r {
-                            Some(r) if n > 0 => {
+                            Some(r) if *n > 0 => {
                                 format!(" (the deepest bucket a rate of {r} can hold)")
                             }
                             _ => String::new(),
                         };
-                        self.error(
-                            e.line,
-                            format!(
-                                "{ctx}{} = {}: must be an integer from 1 to {max}{note}",
-                                e.key,
-                                self.raw(e.item)
-                            ),
+                        let msg = format!(
+                            "{ctx}{bk} = {}: must be an integer from 1 to {max}{note}",
+                            self.raw(f)
                         );
+                        self.error(self.at(f), msg);
                         None
                     }
-                    None => self.int(ctx, e, 1, max as i64).map(|n| n as u64),
+                    Val::Bad(_) => self.int(ctx, bk, f, 1, max as i64).map(|n| n as u64),
                 }
             }
-            None => burst.1,
+            None => p.burst.1,
         };
         let (r, b) = (r?, b?);
+        let at = |cx: &Self, f: Option<&Spanned<Val<i64>>>| f.map_or(0, |f| cx.at(f));
         // The program refills buckets once a kernel tick: a bucket shallower
         // than one tick's refill cuts a source below its rate.
         let hz = crate::tick::kernel_hz();
-        if b < r.div_ceil(hz) {
-            let line = burst.0.or(rate.0).map(|e| e.line).unwrap_or(0);
-            self.warning(
-                line,
-                format!(
-                    "{ctx}burst {b} is smaller than one tick's refill ({r}/s at HZ={hz} is {} a tick): \
-                     sources get fewer than {r} packets a second; set {} to at least {}",
-                    r.div_ceil(hz),
-                    keys.1,
-                    r.div_ceil(hz)
-                ),
+        let tick = r.div_ceil(hz);
+        if b < tick {
+            let msg = format!(
+                "{ctx}burst {b} is smaller than one tick's refill ({r}/s at HZ={hz} is {tick} a tick): \
+                 sources get fewer than {r} packets a second; set {bk} to at least {tick}"
             );
+            self.warning(at(self, p.burst.0.or(p.rate.0)), msg);
         }
         match Limit::new(r, b) {
             Ok(_) => Some((r, b)),
             Err(err) => {
                 // Only reachable with a defaulted half of the pair, e.g. a
                 // low rate set while the default burst is left in place.
-                let (rk, bk) = keys;
-                let at = |e: Option<&Entry<'_>>| e.map(|e| e.line).unwrap_or(0);
                 let (line, what) = match err {
                     LimitError::ZeroRate | LimitError::RateTooHigh => (
-                        at(rate.0),
+                        at(self, p.rate.0),
                         format!("{rk} = {r}: must be an integer from 1 to {MAX_RATE}"),
                     ),
                     LimitError::ZeroBurst => (
-                        at(burst.0),
+                        at(self, p.burst.0),
                         format!("{bk} = 0: must be an integer from 1 to {}", Limit::max_burst(r)),
                     ),
                     LimitError::BurstTooHigh { max } => (
-                        at(rate.0.or(burst.0)),
+                        at(self, p.rate.0.or(p.burst.0)),
                         format!(
                             "{rk} = {r} cannot hold {bk} = {b}{}: set {bk} to at most {max}, or raise {rk}",
-                            if burst.0.is_none() { " (the default)" } else { "" }
+                            if p.burst.0.is_none() { " (the default)" } else { "" }
                         ),
                     ),
                 };
@@ -926,98 +915,71 @@ impl<'t> Cx<'t> {
         }
     }
 
-    fn defaults(&mut self, e: &Entry<'_>) -> Defaults {
-        let mut d = Defaults::default();
-        let Some(view) = self.table(e, "defaults", DEFAULTS_KEYS) else {
-            return d;
+    fn defaults(&mut self, v: &View<'_, DefaultsFile>) -> Defaults {
+        let (mut d, f, ctx) = (Defaults::default(), v.body, "[defaults] ");
+        let pair = Pair {
+            keys: ("rate", "burst"),
+            rate: (f.rate.as_ref(), Some(DEFAULT_RATE)),
+            burst: (f.burst.as_ref(), Some(DEFAULT_BURST)),
         };
-        let ctx = "[defaults] ";
-        if let Some((r, b)) = self.rate_burst(
-            ctx,
-            ("rate", "burst"),
-            (view.get("rate"), Some(DEFAULT_RATE)),
-            (view.get("burst"), Some(DEFAULT_BURST)),
-        ) {
-            d.rate = r;
-            d.burst = b;
+        if let Some((r, b)) = self.rate_burst(ctx, pair) {
+            (d.rate, d.burst) = (r, b);
         }
-        if let Some(e) = view.get("ipv4_prefix") {
-            if let Some(n) = self.int(ctx, e, 1, 32) {
-                d.ipv4_prefix = n as u8;
-            }
+        if let Some(n) = f
+            .ipv4_prefix
+            .as_ref()
+            .and_then(|x| self.int(ctx, "ipv4_prefix", x, 1, 32))
+        {
+            d.ipv4_prefix = n as u8;
         }
-        if let Some(e) = view.get("ipv6_prefix") {
-            if let Some(n) = self.int(ctx, e, 1, 128) {
-                d.ipv6_prefix = n as u8;
-            }
+        if let Some(n) = f
+            .ipv6_prefix
+            .as_ref()
+            .and_then(|x| self.int(ctx, "ipv6_prefix", x, 1, 128))
+        {
+            d.ipv6_prefix = n as u8;
         }
-        if let Some(e) = view.get("mode") {
-            if let Some(s) = self.string(ctx, e, "\"enforce\" or \"monitor\"") {
-                match s {
-                    "enforce" => d.monitor = false,
-                    "monitor" => d.monitor = true,
-                    other => self.error(
-                        e.line,
-                        format!("{ctx}mode = \"{other}\": must be \"enforce\" or \"monitor\""),
-                    ),
+        if let Some(m) = &f.mode {
+            match self
+                .val(ctx, "mode", m, "\"enforce\" or \"monitor\"")
+                .map(String::as_str)
+            {
+                Some("enforce") | None => {}
+                Some("monitor") => d.monitor = true,
+                Some(other) => {
+                    let msg =
+                        format!("{ctx}mode = \"{other}\": must be \"enforce\" or \"monitor\"");
+                    self.error(self.at(m), msg);
                 }
             }
         }
         d
     }
 
-    fn require(&mut self, view: &TableView<'_>, what: &str, required: &[&str]) {
-        let missing: Vec<&str> = required
-            .iter()
-            .copied()
-            .filter(|k| view.get(k).is_none())
-            .collect();
-        if !missing.is_empty() {
-            let names: Vec<String> = missing.iter().map(|k| format!("`{k}`")).collect();
-            self.error(
-                view.line,
-                format!(
-                    "{what} is missing {} {}; required: {}",
-                    if missing.len() == 1 { "key" } else { "keys" },
-                    names.join(", "),
-                    required.join(", ")
-                ),
-            );
-        }
-    }
-
-    fn limits(&mut self, e: &Entry<'_>) -> Vec<LimitClass> {
-        let views = self.array_of_tables(e, "limit");
-        let mut out = Vec::new();
+    fn limits(&mut self, s: &Spanned<List<Section<LimitFile>>>) -> Vec<LimitClass> {
+        let (mut out, ctx) = (Vec::new(), "[[limit]] ");
         let mut seen: HashMap<IpNet, usize> = HashMap::new();
         let (mut v4, mut v6) = (0u32, 0u32);
-        for view in &views {
-            let ctx = "[[limit]] ";
-            self.unknown_keys(view, "[[limit]]", LIMIT_KEYS);
-            self.require(view, "[[limit]]", LIMIT_KEYS);
-            let cidr = view.get("cidr").and_then(|c| {
-                let s = self.string(ctx, c, CIDR_EXAMPLES)?;
-                let net = self.cidr(s, c.line, "[[limit]] cidr")?;
-                if let Some(first) = seen.get(&net) {
-                    self.error(
-                        c.line,
-                        format!(
-                            "[[limit]] cidr = \"{s}\" ({net}) at line {} duplicates the [[limit]] for {net} at line {first}; each cidr may have one class",
-                            c.line
-                        ),
-                    );
+        for view in self.tables("limit", s) {
+            let f = view.body;
+            self.require(&view, "[[limit]]", fields::<LimitFile>());
+            let cidr = f.cidr.as_ref().and_then(|c| {
+                let line = self.at(c);
+                let s = self.val(ctx, "cidr", c, CIDR_EXAMPLES)?;
+                let net = self.cidr(s, line, "[[limit]] cidr")?;
+                if let Some(first) = seen.insert(net, line) {
+                    seen.insert(net, first);
+                    self.error(line, format!("[[limit]] cidr = \"{s}\" ({net}) at line {line} duplicates the [[limit]] for {net} at line {first}; each cidr may have one class"));
                     return None;
                 }
-                seen.insert(net, c.line);
                 Some(net)
             });
-            let pair = self.rate_burst(
-                ctx,
-                ("rate", "burst"),
-                (view.get("rate"), None),
-                (view.get("burst"), None),
-            );
-            if let (Some(cidr), Some((rate, burst))) = (cidr, pair) {
+            let pair = Pair {
+                keys: ("rate", "burst"),
+                rate: (f.rate.as_ref(), None),
+                burst: (f.burst.as_ref(), None),
+            };
+            if let (Some(cidr), Some((rate, burst))) = (cidr, self.rate_burst(ctx, pair)) {
                 match cidr {
                     IpNet::V4(_) => v4 += 1,
                     IpNet::V6(_) => v6 += 1,
@@ -1027,133 +989,105 @@ impl<'t> Cx<'t> {
         }
         for (count, fam) in [(v4, "IPv4"), (v6, "IPv6")] {
             if count > LIMIT_CAPACITY {
-                self.error(
-                    e.line,
-                    format!("{count} {fam} [[limit]] classes; at most {LIMIT_CAPACITY} fit"),
-                );
+                let msg = format!("{count} {fam} [[limit]] classes; at most {LIMIT_CAPACITY} fit");
+                self.error(self.at(s), msg);
             }
         }
         out
     }
 
-    fn rules(&mut self, e: &Entry<'_>) -> Vec<Rule> {
-        let views = self.array_of_tables(e, "rule");
+    fn rule_name(
+        &mut self,
+        n: &Spanned<Val<String>>,
+        names: &mut HashMap<String, usize>,
+    ) -> Option<String> {
+        let line = self.at(n);
+        let s = self.val("[[rule]] ", "name", n, "a non-empty string")?;
+        let why = if s.trim().is_empty() {
+            "must not be empty".to_string()
+        } else if s.len() > RULE_NAME_MAX {
+            format!(
+                "too long ({} bytes); must be at most {RULE_NAME_MAX} bytes",
+                s.len()
+            )
+        } else if let Some(c) = s.chars().find(|c| c.is_control()) {
+            format!("must not contain control characters (found {c:?})")
+        } else if let Some(first) = names.get(s) {
+            let msg = format!("[[rule]] name = \"{s}\" is already used by the rule at line {first}; rule names must be unique");
+            self.error(line, msg);
+            return None;
+        } else {
+            names.insert(s.clone(), line);
+            return Some(s.clone());
+        };
+        self.error(line, format!("[[rule]] name = {}: {why}", self.raw(n)));
+        None
+    }
+
+    fn rules(&mut self, s: &Spanned<List<Section<RuleFile>>>) -> Vec<Rule> {
+        let views = self.tables("rule", s);
         let mut out = Vec::new();
         let mut names: HashMap<String, usize> = HashMap::new();
         for (i, view) in views.iter().enumerate() {
+            let f = view.body;
             if i == MAX_RULES as usize {
-                self.error(
-                    view.line,
-                    format!(
-                        "too many [[rule]] entries: {} defined, at most {MAX_RULES}; this is rule number {}",
-                        views.len(),
-                        i + 1
-                    ),
+                let msg = format!(
+                    "too many [[rule]] entries: {} defined, at most {MAX_RULES}; this is rule number {}",
+                    views.len(),
+                    i + 1
                 );
+                self.error(view.line, msg);
             }
-            self.unknown_keys(view, "[[rule]]", RULE_KEYS);
             self.require(view, "[[rule]]", &["name", "rate", "burst"]);
-            let name = view.get("name").and_then(|n| {
-                let s = self.string("[[rule]] ", n, "a non-empty string")?;
-                if s.trim().is_empty() {
-                    self.error(
-                        n.line,
-                        format!("[[rule]] name = {}: must not be empty", self.raw(n.item)),
-                    );
-                    return None;
-                }
-                if s.len() > RULE_NAME_MAX {
-                    self.error(
-                        n.line,
-                        format!(
-                            "[[rule]] name = {}: too long ({} bytes); must be at most {RULE_NAME_MAX} bytes",
-                            self.raw(n.item),
-                            s.len()
-                        ),
-                    );
-                    return None;
-                }
-                if let Some(c) = s.chars().find(|c| c.is_control()) {
-                    self.error(
-                        n.line,
-                        format!(
-                            "[[rule]] name = {}: must not contain control characters (found {:?})",
-                            self.raw(n.item),
-                            c
-                        ),
-                    );
-                    return None;
-                }
-                if let Some(first) = names.get(s) {
-                    self.error(
-                        n.line,
-                        format!(
-                            "[[rule]] name = \"{s}\" is already used by the rule at line {first}; rule names must be unique"
-                        ),
-                    );
-                    return None;
-                }
-                names.insert(s.to_string(), n.line);
-                Some(s.to_string())
-            });
+            let name = f.name.as_ref().and_then(|n| self.rule_name(n, &mut names));
             let ctx = match &name {
                 Some(n) => format!("[[rule]] \"{n}\": "),
                 None => format!("[[rule]] #{}: ", i + 1),
             };
-            let protocol = match view.get("protocol") {
+            let protocol = match &f.protocol {
                 None => Some(Protocol::Any),
-                Some(p) => self
-                    .string(&ctx, p, "one of \"tcp\", \"udp\", \"icmp\", \"any\"")
-                    .and_then(|s| match s.parse::<Protocol>() {
-                        Ok(p) => Some(p),
-                        Err(()) => {
-                            self.error(
-                                p.line,
-                                format!(
-                                    "{ctx}protocol = \"{s}\": must be one of \"tcp\", \"udp\", \"icmp\", \"any\""
-                                ),
-                            );
-                            None
-                        }
-                    }),
+                Some(p) => self.val(&ctx, "protocol", p, PROTOCOLS).and_then(|s| {
+                    let proto = s.parse::<Protocol>().ok();
+                    if proto.is_none() {
+                        self.error(
+                            self.at(p),
+                            format!("{ctx}protocol = \"{s}\": must be {PROTOCOLS}"),
+                        );
+                    }
+                    proto
+                }),
             };
-            let dst_port = match view.get("dst_port") {
+            let dst_port = match &f.dst_port {
                 None => Some(None),
                 Some(p) => self.port(&ctx, p).map(Some),
             };
-            if let (Some(proto), Some(Some(_)), Some(p)) =
-                (protocol, dst_port, view.get("dst_port"))
-            {
+            if let (Some(proto), Some(Some(_)), Some(p)) = (protocol, dst_port, &f.dst_port) {
                 if !matches!(proto, Protocol::Tcp | Protocol::Udp) {
-                    self.error(
-                        p.line,
-                        format!(
-                            "{ctx}dst_port = {}: ports apply only to protocol \"tcp\" or \"udp\", not \"{proto}\"",
-                            self.raw(p.item)
-                        ),
+                    let msg = format!(
+                        "{ctx}dst_port = {}: ports apply only to protocol \"tcp\" or \"udp\", not \"{proto}\"",
+                        self.raw(p)
                     );
+                    self.error(self.at(p), msg);
                 }
             }
-            let syn_only = match view.get("syn_only") {
+            let syn_only = match &f.syn_only {
                 None => Some(false),
-                Some(s) => self.boolean(&ctx, s),
+                Some(s) => self.boolean(&ctx, "syn_only", s),
             };
-            if let (Some(proto), Some(true), Some(s)) = (protocol, syn_only, view.get("syn_only")) {
+            if let (Some(proto), Some(true), Some(s)) = (protocol, syn_only, &f.syn_only) {
                 if proto != Protocol::Tcp {
-                    self.error(
-                        s.line,
-                        format!(
-                            "{ctx}syn_only = true: only valid with protocol = \"tcp\", not \"{proto}\""
-                        ),
+                    let msg = format!(
+                        "{ctx}syn_only = true: only valid with protocol = \"tcp\", not \"{proto}\""
                     );
+                    self.error(self.at(s), msg);
                 }
             }
-            let pair = self.rate_burst(
-                &ctx,
-                ("rate", "burst"),
-                (view.get("rate"), None),
-                (view.get("burst"), None),
-            );
+            let pair = Pair {
+                keys: ("rate", "burst"),
+                rate: (f.rate.as_ref(), None),
+                burst: (f.burst.as_ref(), None),
+            };
+            let pair = self.rate_burst(&ctx, pair);
             if let (
                 Some(name),
                 Some(protocol),
@@ -1176,34 +1110,20 @@ impl<'t> Cx<'t> {
     }
 
     /// `dst_port`: an integer 1..=65535 or a string "A" / "A-B".
-    fn port(&mut self, ctx: &str, e: &Entry<'_>) -> Option<(u16, u16)> {
-        const VALID: &str =
-            "a port from 1 to 65535 (dst_port = 22) or a range \"A-B\" with A <= B (dst_port = \"1000-2000\")";
-        if let Some(n) = e.item.as_integer() {
-            return if (1..=65535).contains(&n) {
-                Some((n as u16, n as u16))
-            } else {
-                self.error(e.line, format!("{ctx}dst_port = {n}: must be {VALID}"));
-                None
-            };
-        }
-        let Some(s) = e.item.as_str() else {
-            self.error(
-                e.line,
-                format!(
-                    "{ctx}dst_port = {}: must be {VALID}, not {}",
-                    self.raw(e.item),
-                    article(e.item.type_name())
-                ),
-            );
-            return None;
+    fn port(&mut self, ctx: &str, p: &Spanned<Val<Port>>) -> Option<(u16, u16)> {
+        let (line, raw) = (self.at(p), self.raw(p));
+        let s = match self.val(ctx, "dst_port", p, PORT_VALID)? {
+            Port::One(n) if (1..=65535).contains(n) => return Some((*n as u16, *n as u16)),
+            Port::One(n) => {
+                self.error(line, format!("{ctx}dst_port = {n}: must be {PORT_VALID}"));
+                return None;
+            }
+            Port::Range(s) => s,
         };
         let one = |p: &str| -> Option<u16> {
             let p = p.trim();
-            if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) {
-                return None;
-            }
-            p.parse::<u16>().ok().filter(|p| *p >= 1)
+            let digits = !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit());
+            p.parse::<u16>().ok().filter(|p| digits && *p >= 1)
         };
         let parsed = match s.split_once('-') {
             Some((a, b)) => one(a).zip(one(b)),
@@ -1212,184 +1132,126 @@ impl<'t> Cx<'t> {
         match parsed {
             Some((a, b)) if a <= b => Some((a, b)),
             Some((a, b)) => {
-                self.error(
-                    e.line,
-                    format!(
-                        "{ctx}dst_port = \"{s}\": reversed range ({a} is above {b}); write \"{b}-{a}\""
-                    ),
-                );
+                self.error(line, format!("{ctx}dst_port = {raw}: reversed range ({a} is above {b}); write \"{b}-{a}\""));
                 None
             }
             None => {
-                self.error(e.line, format!("{ctx}dst_port = \"{s}\": must be {VALID}"));
+                self.error(
+                    line,
+                    format!("{ctx}dst_port = \"{s}\": must be {PORT_VALID}"),
+                );
                 None
             }
         }
     }
 
-    fn flood(&mut self, e: &Entry<'_>) -> Flood {
-        let mut f = Flood::default();
-        let Some(view) = self.table(e, "flood", FLOOD_KEYS) else {
-            return f;
-        };
-        if let Some((r, b)) = self.rate_burst(
-            "[flood] ",
-            ("new_sources_rate", "new_sources_burst"),
-            (view.get("new_sources_rate"), Some(DEFAULT_NEW_SOURCES_RATE)),
-            (
-                view.get("new_sources_burst"),
+    fn flood(&mut self, v: &View<'_, FloodFile>) -> (Flood, SynChallenge) {
+        let (f, ctx) = (v.body, "[flood] ");
+        let (mut flood, mut ch) = (Flood::default(), SynChallenge::default());
+        let pair = Pair {
+            keys: ("new_sources_rate", "new_sources_burst"),
+            rate: (f.new_sources_rate.as_ref(), Some(DEFAULT_NEW_SOURCES_RATE)),
+            burst: (
+                f.new_sources_burst.as_ref(),
                 Some(DEFAULT_NEW_SOURCES_BURST),
             ),
-        ) {
-            f.new_sources_rate = r;
-            f.new_sources_burst = b;
+        };
+        if let Some((r, b)) = self.rate_burst(ctx, pair) {
+            (flood.new_sources_rate, flood.new_sources_burst) = (r, b);
         }
-        if let Some(e) = view.get("syn_challenge") {
-            if let Some(on) = self.boolean("[flood] ", e) {
-                f.syn_challenge = on;
-            }
+        if let Some(on) = f
+            .syn_challenge
+            .as_ref()
+            .and_then(|s| self.boolean(ctx, "syn_challenge", s))
+        {
+            ch.enabled = on;
         }
-        if let Some((r, b)) = self.rate_burst(
-            "[flood] ",
-            ("syn_challenge_rate", "syn_challenge_burst"),
-            (
-                view.get("syn_challenge_rate"),
+        let pair = Pair {
+            keys: ("syn_challenge_rate", "syn_challenge_burst"),
+            rate: (
+                f.syn_challenge_rate.as_ref(),
                 Some(DEFAULT_SYN_CHALLENGE_RATE),
             ),
-            (
-                view.get("syn_challenge_burst"),
+            burst: (
+                f.syn_challenge_burst.as_ref(),
                 Some(DEFAULT_SYN_CHALLENGE_BURST),
             ),
-        ) {
-            f.syn_challenge_rate = r;
-            f.syn_challenge_burst = b;
+        };
+        if let Some((r, b)) = self.rate_burst(ctx, pair) {
+            (ch.rate, ch.burst) = (r, b);
         }
-        f
+        (flood, ch)
     }
 
-    fn table_sizes(&mut self, e: &Entry<'_>) -> Table {
-        let mut t = Table::default();
-        let Some(view) = self.table(e, "table", TABLE_KEYS) else {
-            return t;
-        };
-        let ctx = "[table] ";
-        if let Some(e) = view.get("max_sources") {
-            if let Some(n) = self.int(ctx, e, TABLE_MIN_SOURCES.into(), TABLE_MAX_SOURCES.into()) {
-                t.max_sources = n as u32;
-            }
+    fn table_sizes(&mut self, v: &View<'_, TableFile>) -> Table {
+        let (mut t, f, ctx) = (Table::default(), v.body, "[table] ");
+        let (lo, hi) = (TABLE_MIN_SOURCES.into(), TABLE_MAX_SOURCES.into());
+        if let Some(n) = f
+            .max_sources
+            .as_ref()
+            .and_then(|x| self.int(ctx, "max_sources", x, lo, hi))
+        {
+            t.max_sources = n as u32;
         }
-        if let Some(e) = view.get("max_list_entries") {
-            if let Some(n) = self.int(ctx, e, TABLE_MIN_LIST.into(), TABLE_MAX_LIST.into()) {
-                t.max_list_entries = n as u32;
-            }
+        let (lo, hi) = (TABLE_MIN_LIST.into(), TABLE_MAX_LIST.into());
+        if let Some(n) = f
+            .max_list_entries
+            .as_ref()
+            .and_then(|x| self.int(ctx, "max_list_entries", x, lo, hi))
+        {
+            t.max_list_entries = n as u32;
         }
         t
     }
 
-    fn duration(&mut self, e: &Entry<'_>) -> Option<Duration> {
-        let ctx = "[autoban] ";
-        let s = self.string(ctx, e, DURATION_EXAMPLES)?;
-        match humantime::parse_duration(s.trim()) {
-            Ok(d) if d > MAX_DURATION => {
-                self.error(
-                    e.line,
-                    format!(
-                        "{ctx}{} = \"{s}\": too long; must be at most \"{}d\"",
-                        e.key,
-                        MAX_DURATION.as_secs() / 86_400
-                    ),
-                );
-                None
+    /// An `[autoban]` duration: longer than 0, at most `MAX_DURATION`.
+    fn ban_duration(&mut self, key: &str, f: &Field<String>) -> Option<Duration> {
+        let (f, ctx) = (f.as_ref()?, "[autoban] ");
+        let (line, raw) = (self.at(f), self.raw(f));
+        let msg = match self.duration(ctx, key, f)? {
+            Ok(d) if d > MAX_DURATION => format!(
+                "{ctx}{key} = {raw}: too long; must be at most \"{}d\"",
+                MAX_DURATION.as_secs() / 86_400
+            ),
+            Ok(d) if d.is_zero() => {
+                format!("{ctx}{key} = {raw}: must be longer than 0; write {DURATION_EXAMPLES}")
             }
-            Ok(d) => Some(d),
-            Err(err) => {
-                self.error(
-                    e.line,
-                    format!("{ctx}{} = \"{s}\": not a valid duration ({err}); write {DURATION_EXAMPLES}", e.key),
-                );
-                None
-            }
-        }
+            Ok(d) => return Some(d),
+            Err(err) => format!(
+                "{ctx}{key} = {raw}: not a valid duration ({err}); write {DURATION_EXAMPLES}"
+            ),
+        };
+        self.error(line, msg);
+        None
     }
 
-    fn autoban(&mut self, e: &Entry<'_>) -> Option<Autoban> {
-        let view = self.table(e, "autoban", AUTOBAN_KEYS)?;
-        let ctx = "[autoban] ";
-        self.require(&view, "[autoban]", AUTOBAN_KEYS);
-        let drops = view
-            .get("drops")
-            .and_then(|d| self.int(ctx, d, 1, u32::MAX as i64))
-            .map(|n| n as u64);
-        let positive = |cx: &mut Self, key: &str| -> Option<Duration> {
-            let entry = view.get(key)?;
-            let d = cx.duration(entry)?;
-            if d.is_zero() {
-                cx.error(
-                    entry.line,
-                    format!(
-                        "{ctx}{key} = {}: must be longer than 0; write {DURATION_EXAMPLES}",
-                        cx.raw(entry.item)
-                    ),
-                );
-                return None;
-            }
-            Some(d)
-        };
-        let window = positive(self, "window");
-        let ban = positive(self, "ban");
-        let max_ban = positive(self, "max_ban");
-        if let (Some(b), Some(m)) = (ban, max_ban) {
+    fn autoban(&mut self, v: &View<'_, AutobanFile>) -> Option<Autoban> {
+        let (f, ctx) = (v.body, "[autoban] ");
+        self.require(v, "[autoban]", fields::<AutobanFile>());
+        let drops = f
+            .drops
+            .as_ref()
+            .and_then(|d| self.int(ctx, "drops", d, 1, u32::MAX as i64));
+        let window = self.ban_duration("window", &f.window);
+        let ban = self.ban_duration("ban", &f.ban);
+        let max_ban = self.ban_duration("max_ban", &f.max_ban);
+        if let (Some(b), Some(m), Some(bf), Some(mf)) = (ban, max_ban, &f.ban, &f.max_ban) {
             if b > m {
-                let be = view.get("ban").map(|x| (x.line, self.raw(x.item)));
-                let me = view.get("max_ban").map(|x| self.raw(x.item));
-                let (line, braw) = be.unwrap_or((view.line, String::new()));
-                self.error(
-                    line,
-                    format!(
-                        "{ctx}ban = {braw} is longer than max_ban = {}: ban must be at most max_ban",
-                        me.unwrap_or_default()
-                    ),
+                let msg = format!(
+                    "{ctx}ban = {} is longer than max_ban = {}: ban must be at most max_ban",
+                    self.raw(bf),
+                    self.raw(mf)
                 );
+                self.error(self.at(bf), msg);
                 return None;
             }
         }
         Some(Autoban {
-            drops: drops?,
+            drops: drops? as u64,
             window: window?,
             ban: ban?,
             max_ban: max_ban?,
         })
-    }
-}
-
-/// A CIDR (`10.0.0.0/8`) or bare address (`/32` or `/128`), host bits kept.
-pub fn parse_cidr(s: &str) -> Result<IpNet, String> {
-    let s = s.trim();
-    if s.is_empty() {
-        return Err("empty".to_string());
-    }
-    match s.split_once('/') {
-        None => IpAddr::from_str(s)
-            .map(IpNet::from)
-            .map_err(|_| "not an IP address".to_string()),
-        Some((addr, len)) => {
-            let addr =
-                IpAddr::from_str(addr.trim()).map_err(|_| "not an IP address".to_string())?;
-            let max = if addr.is_ipv4() { 32 } else { 128 };
-            let len = len.trim();
-            let n: u8 = if !len.is_empty() && len.bytes().all(|b| b.is_ascii_digit()) {
-                len.parse().unwrap_or(u8::MAX)
-            } else {
-                return Err(format!("prefix length \"{len}\" is not a number"));
-            };
-            if n > max {
-                return Err(format!(
-                    "prefix length {len} is out of range ({} allows 0 to {max})",
-                    if addr.is_ipv4() { "IPv4" } else { "IPv6" }
-                ));
-            }
-            IpNet::new(addr, n).map_err(|e| e.to_string())
-        }
     }
 }
 
@@ -1402,10 +1264,7 @@ fn family(net: &IpNet) -> &'static str {
 
 /// "a string", "an integer", "an array"...
 fn article(type_name: &str) -> String {
-    let vowel = type_name
-        .chars()
-        .next()
-        .is_some_and(|c| "aeiou".contains(c));
+    let vowel = type_name.starts_with(['a', 'e', 'i', 'o', 'u']);
     format!("{} {type_name}", if vowel { "an" } else { "a" })
 }
 
@@ -1413,23 +1272,8 @@ fn article(type_name: &str) -> String {
 fn closest<'v>(key: &str, valid: &[&'v str]) -> Option<&'v str> {
     valid
         .iter()
-        .map(|v| (edit_distance(key, v), *v))
+        .map(|v| (strsim::levenshtein(key, v), *v))
         .filter(|(d, v)| *d > 0 && *d <= 2.max(v.len() / 4))
         .min_by_key(|(d, _)| *d)
         .map(|(_, v)| v)
-}
-
-fn edit_distance(a: &str, b: &str) -> usize {
-    let a: Vec<char> = a.chars().take(64).collect();
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.iter().enumerate() {
-        let mut cur = vec![i + 1; b.len() + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let cost = usize::from(ca != cb);
-            cur[j + 1] = (prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1);
-        }
-        prev = cur;
-    }
-    prev[b.len()]
 }

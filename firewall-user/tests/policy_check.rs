@@ -9,7 +9,7 @@ use firewall_user::policy::{
 use ipnet::IpNet;
 use proptest::prelude::*;
 
-/// The example policy file from CONTRACT.md, verbatim.
+/// The example policy file of docs/reference.md, without `[table]` and `syn_challenge`.
 const EXAMPLE: &str = r#"allow = ["192.0.2.0/24"]                       # top-level keys, before any [table]
 block = ["203.0.113.0/24", "2001:db8:bad::/48"]
 

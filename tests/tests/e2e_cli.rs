@@ -1,4 +1,4 @@
-//! End to end: every CONTRACT command against a running gateway, the
+//! End to end: every command of docs/reference.md against a running gateway, the
 //! shape of its output, and the events the daemon writes.
 
 use std::{net::IpAddr, time::Duration};

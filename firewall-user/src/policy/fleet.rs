@@ -5,7 +5,11 @@ use std::{path::PathBuf, time::Duration};
 
 use firewall_common::Origin;
 
-use super::{article, Cx, Entry, DURATION_EXAMPLES};
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::spanned::{Field, List, Many, Val};
+use super::{article, Cx, View, DURATION_EXAMPLES};
 
 pub const DEFAULT_BUCKET: &str = "firewall-bans";
 pub const DEFAULT_SHARE: [Origin; 2] = [Origin::Autoban, Origin::Manual];
@@ -15,20 +19,23 @@ pub const DEFAULT_MIN_PREFIX_V6: u8 = 32;
 pub const DEFAULT_MAX_TTL: Duration = Duration::from_secs(30 * 86_400);
 pub const DEFAULT_OUTBOX: usize = 10_000;
 
-const KEYS: &[&str] = &[
-    "servers",
-    "name",
-    "bucket",
-    "share",
-    "creds",
-    "tls_ca",
-    "tls_cert",
-    "tls_key",
-    "min_prefix_v4",
-    "min_prefix_v6",
-    "max_ttl",
-    "outbox",
-];
+/// `[fleet]` as serde reads it.
+#[derive(Deserialize)]
+pub(super) struct File {
+    servers: Many<Val<String>>,
+    name: Field<String>,
+    bucket: Field<String>,
+    share: Many<Val<String>>,
+    creds: Field<String>,
+    tls_ca: Field<String>,
+    tls_cert: Field<String>,
+    tls_key: Field<String>,
+    min_prefix_v4: Field<i64>,
+    min_prefix_v6: Field<i64>,
+    max_ttl: Field<String>,
+    outbox: Field<i64>,
+}
+
 const SHAREABLE: &[Origin] = &[
     Origin::Config,
     Origin::Manual,
@@ -92,204 +99,203 @@ fn valid_server(s: &str) -> bool {
         && port.is_none_or(|p| p.parse::<u16>().is_ok_and(|p| p > 0))
 }
 
+fn valid_bucket(b: &str) -> bool {
+    !b.is_empty()
+        && b.len() <= 64
+        && b.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || b"-_".contains(&c))
+}
+
+fn valid_path(p: &str) -> bool {
+    !p.trim().is_empty()
+}
+
+const CTX: &str = "[fleet] ";
+
 impl Cx<'_> {
-    pub(super) fn fleet(&mut self, e: &Entry<'_>) -> Option<Fleet> {
-        let view = self.table(e, "fleet", KEYS)?;
-        let ctx = "[fleet] ";
-        self.require(&view, "[fleet]", &["servers"]);
-        let mut ok = true;
-        let mut servers = Vec::new();
-        if let Some(s) = view.get("servers") {
-            const VALID: &str =
-                "an array of NATS URLs such as [\"nats://10.0.0.5:4222\"] (nats:// or tls://)";
-            match s.item.as_array() {
-                Some(a) if !a.is_empty() => {
-                    for v in a.iter() {
-                        match v.as_str() {
-                            Some(u) if valid_server(u.trim()) => servers.push(u.trim().to_string()),
-                            _ => {
-                                let line = self.value_line(v, s.line);
-                                self.error(
-                                    line,
-                                    format!("{ctx}servers entry {}: must be a NATS URL such as \"nats://10.0.0.5:4222\" or \"tls://nats.example:4222\"", v.to_string().trim()),
-                                );
-                                ok = false;
-                            }
-                        }
-                    }
-                }
-                _ => {
-                    self.error(
-                        s.line,
-                        format!("{ctx}servers = {}: must be {VALID}", self.raw(s.item)),
-                    );
-                    ok = false;
-                }
+    pub(super) fn fleet(&mut self, v: &View<'_, File>) -> Option<Fleet> {
+        let f = v.body;
+        let errors = self.problems.iter().filter(|p| p.is_error()).count();
+        self.require(v, "[fleet]", &["servers"]);
+        let servers = f
+            .servers
+            .as_ref()
+            .map(|s| self.servers(s))
+            .unwrap_or_default();
+        let name = self
+            .text(
+                &f.name,
+                "name",
+                valid_name,
+                "1 to 64 letters, digits, '-', '_' or '.'",
+            )
+            .unwrap_or_else(host_name);
+        let bucket = self
+            .text(
+                &f.bucket,
+                "bucket",
+                valid_bucket,
+                "a bucket name of letters, digits, '-' and '_'",
+            )
+            .unwrap_or_else(|| DEFAULT_BUCKET.to_string());
+        let paths = [
+            ("creds", &f.creds, "the path of a NATS credentials file"),
+            ("tls_ca", &f.tls_ca, "the path of a CA bundle (PEM)"),
+            ("tls_cert", &f.tls_cert, "the path of a client certificate (PEM)"),
+            ("tls_key", &f.tls_key, "the path of the client key (PEM)"),
+        ]
+        .map(|(key, field, what)| {
+            let p = self.text(field, key, valid_path, what)?;
+            if !std::path::Path::new(&p).exists() {
+                let line = field.as_ref().map_or(v.line, |x| self.at(x));
+                self.warning(line, format!("{CTX}{key} = \"{p}\": no such file here (it must exist where `firewall run` runs)"));
             }
-        }
-        let mut text = |cx: &mut Self, key: &str, valid: fn(&str) -> bool, what: &str| {
-            let entry = view.get(key)?;
-            match cx.string(ctx, entry, what) {
-                Some(v) if valid(v) => Some(v.to_string()),
-                Some(v) => {
-                    cx.error(entry.line, format!("{ctx}{key} = \"{v}\": must be {what}"));
-                    ok = false;
-                    None
-                }
-                None => {
-                    ok = false;
-                    None
-                }
-            }
-        };
-        let name = text(
-            self,
-            "name",
-            valid_name,
-            "1 to 64 letters, digits, '-', '_' or '.'",
-        )
-        .unwrap_or_else(host_name);
-        let bucket = text(
-            self,
-            "bucket",
-            |b| {
-                !b.is_empty()
-                    && b.len() <= 64
-                    && b.bytes()
-                        .all(|c| c.is_ascii_alphanumeric() || b"-_".contains(&c))
-            },
-            "a bucket name of letters, digits, '-' and '_'",
-        )
-        .unwrap_or_else(|| DEFAULT_BUCKET.to_string());
-        let path = |p: &str| !p.trim().is_empty();
-        let creds = text(self, "creds", path, "the path of a NATS credentials file");
-        let tls_ca = text(self, "tls_ca", path, "the path of a CA bundle (PEM)");
-        let tls_cert = text(
-            self,
-            "tls_cert",
-            path,
-            "the path of a client certificate (PEM)",
-        );
-        let tls_key = text(self, "tls_key", path, "the path of the client key (PEM)");
-        if tls_cert.is_some() != tls_key.is_some() {
+            Some(PathBuf::from(p))
+        });
+        if paths[2].is_some() != paths[3].is_some() {
             self.error(
-                view.line,
-                format!("{ctx}tls_cert and tls_key go together: set both or neither"),
+                v.line,
+                format!("{CTX}tls_cert and tls_key go together: set both or neither"),
             );
-            ok = false;
         }
-        for (key, p) in [
-            ("creds", &creds),
-            ("tls_ca", &tls_ca),
-            ("tls_cert", &tls_cert),
-            ("tls_key", &tls_key),
-        ] {
-            if let (Some(p), Some(e)) = (p, view.get(key)) {
-                if !std::path::Path::new(p).exists() {
-                    self.warning(e.line, format!("{ctx}{key} = \"{p}\": no such file here (it must exist where `firewall run` runs)"));
-                }
-            }
-        }
-        let mut share = DEFAULT_SHARE.to_vec();
-        if let Some(s) = view.get("share") {
-            let names: Vec<&str> = SHAREABLE.iter().map(|o| o.name()).collect();
-            let valid = format!("an array of origins from {}", names.join(", "));
-            share.clear();
-            match s.item.as_array() {
-                Some(a) => {
-                    for v in a.iter() {
-                        match v
-                            .as_str()
-                            .and_then(|n| SHAREABLE.iter().find(|o| o.name() == n))
-                        {
-                            Some(o) if !share.contains(o) => share.push(*o),
-                            Some(_) => {}
-                            None => {
-                                let line = self.value_line(v, s.line);
-                                let note = if v.as_str() == Some("fleet") {
-                                    " (entries from the fleet are never published again)"
-                                } else {
-                                    ""
-                                };
-                                self.error(
-                                    line,
-                                    format!(
-                                        "{ctx}share entry {}: must be one of {}{note}",
-                                        v.to_string().trim(),
-                                        names.join(", ")
-                                    ),
-                                );
-                                ok = false;
-                            }
-                        }
-                    }
-                }
-                None => {
-                    self.error(
-                        s.line,
-                        format!(
-                            "{ctx}share = {}: must be {valid}, not {}",
-                            self.raw(s.item),
-                            article(s.item.type_name())
-                        ),
-                    );
-                    ok = false;
-                }
-            }
-        }
-        let mut prefix = |cx: &mut Self, key: &str, max: i64, default: u8| match view.get(key) {
-            None => default,
-            Some(e) => cx.int(ctx, e, 1, max).map(|n| n as u8).unwrap_or_else(|| {
-                ok = false;
-                default
-            }),
+        let share = f
+            .share
+            .as_ref()
+            .map_or(DEFAULT_SHARE.to_vec(), |s| self.share(s));
+        let mut prefix = |field: &Field<i64>, key: &str, max: i64, default: u8| {
+            field
+                .as_ref()
+                .and_then(|x| self.int(CTX, key, x, 1, max))
+                .map_or(default, |n| n as u8)
         };
-        let min_prefix_v4 = prefix(self, "min_prefix_v4", 32, DEFAULT_MIN_PREFIX_V4);
-        let min_prefix_v6 = prefix(self, "min_prefix_v6", 128, DEFAULT_MIN_PREFIX_V6);
-        let max_ttl = match view.get("max_ttl") {
-            None => DEFAULT_MAX_TTL,
-            Some(e) => {
-                match self
-                    .string(ctx, e, DURATION_EXAMPLES)
-                    .map(|s| (s, humantime::parse_duration(s.trim())))
-                {
-                    Some((_, Ok(d))) if !d.is_zero() && d <= crate::clock::MAX_TTL => d,
-                    Some((s, _)) => {
-                        self.error(e.line, format!("{ctx}max_ttl = \"{s}\": must be {DURATION_EXAMPLES}, from 1s to {}d", crate::clock::MAX_TTL.as_secs() / 86_400));
-                        ok = false;
-                        DEFAULT_MAX_TTL
-                    }
-                    None => {
-                        ok = false;
-                        DEFAULT_MAX_TTL
-                    }
-                }
-            }
-        };
-        let outbox = match view.get("outbox") {
-            None => DEFAULT_OUTBOX,
-            Some(e) => self
-                .int(ctx, e, 1, 1_000_000)
-                .map(|n| n as usize)
-                .unwrap_or_else(|| {
-                    ok = false;
-                    DEFAULT_OUTBOX
-                }),
-        };
-        (ok && !servers.is_empty()).then(|| Fleet {
+        let min_prefix_v4 = prefix(&f.min_prefix_v4, "min_prefix_v4", 32, DEFAULT_MIN_PREFIX_V4);
+        let min_prefix_v6 = prefix(
+            &f.min_prefix_v6,
+            "min_prefix_v6",
+            128,
+            DEFAULT_MIN_PREFIX_V6,
+        );
+        let max_ttl = f
+            .max_ttl
+            .as_ref()
+            .map_or(DEFAULT_MAX_TTL, |x| self.max_ttl(x));
+        let outbox = f
+            .outbox
+            .as_ref()
+            .and_then(|x| self.int(CTX, "outbox", x, 1, 1_000_000));
+        let failed = self.problems.iter().filter(|p| p.is_error()).count() > errors;
+        let [creds, tls_ca, tls_cert, tls_key] = paths;
+        (!failed && !servers.is_empty()).then(|| Fleet {
             servers,
             name,
             bucket,
             share,
-            creds: creds.map(PathBuf::from),
-            tls_ca: tls_ca.map(PathBuf::from),
-            tls_cert: tls_cert.map(PathBuf::from),
-            tls_key: tls_key.map(PathBuf::from),
+            creds,
+            tls_ca,
+            tls_cert,
+            tls_key,
             min_prefix_v4,
             min_prefix_v6,
             max_ttl,
-            outbox,
+            outbox: outbox.map_or(DEFAULT_OUTBOX, |n| n as usize),
         })
+    }
+
+    /// A string key checked by `valid`.
+    fn text(
+        &mut self,
+        f: &Field<String>,
+        key: &str,
+        valid: fn(&str) -> bool,
+        what: &str,
+    ) -> Option<String> {
+        let x = f.as_ref()?;
+        let s = self.val(CTX, key, x, what)?;
+        if valid(s) {
+            return Some(s.clone());
+        }
+        self.error(self.at(x), format!("{CTX}{key} = \"{s}\": must be {what}"));
+        None
+    }
+
+    fn servers(&mut self, s: &Spanned<List<Val<String>>>) -> Vec<String> {
+        let mut servers = Vec::new();
+        match s.get_ref() {
+            List::Items(items) if !items.is_empty() => {
+                for item in items {
+                    match item.get_ref() {
+                        Val::Ok(u) if valid_server(u.trim()) => servers.push(u.trim().to_string()),
+                        _ => {
+                            let msg = format!("{CTX}servers entry {}: must be a NATS URL such as \"nats://10.0.0.5:4222\" or \"tls://nats.example:4222\"", self.raw(item));
+                            self.error(self.at(item), msg);
+                        }
+                    }
+                }
+            }
+            _ => {
+                let msg = format!("{CTX}servers = {}: must be an array of NATS URLs such as [\"nats://10.0.0.5:4222\"] (nats:// or tls://)", self.raw(s));
+                self.error(self.at(s), msg);
+            }
+        }
+        servers
+    }
+
+    fn share(&mut self, s: &Spanned<List<Val<String>>>) -> Vec<Origin> {
+        let names: Vec<&str> = SHAREABLE.iter().map(|o| o.name()).collect();
+        let mut share = Vec::new();
+        let items = match s.get_ref() {
+            List::Items(items) => items,
+            List::Bad(v) => {
+                let msg = format!(
+                    "{CTX}share = {}: must be an array of origins from {}, not {}",
+                    self.raw(s),
+                    names.join(", "),
+                    article(v.type_str())
+                );
+                self.error(self.at(s), msg);
+                return share;
+            }
+        };
+        for item in items {
+            let name = match item.get_ref() {
+                Val::Ok(n) => Some(n.as_str()),
+                Val::Bad(_) => None,
+            };
+            match name.and_then(|n| SHAREABLE.iter().find(|o| o.name() == n)) {
+                Some(o) if !share.contains(o) => share.push(*o),
+                Some(_) => {}
+                None => {
+                    let note = if name == Some("fleet") {
+                        " (entries from the fleet are never published again)"
+                    } else {
+                        ""
+                    };
+                    let msg = format!(
+                        "{CTX}share entry {}: must be one of {}{note}",
+                        self.raw(item),
+                        names.join(", ")
+                    );
+                    self.error(self.at(item), msg);
+                }
+            }
+        }
+        share
+    }
+
+    fn max_ttl(&mut self, x: &Spanned<Val<String>>) -> Duration {
+        match self.duration(CTX, "max_ttl", x) {
+            Some(Ok(d)) if !d.is_zero() && d <= crate::clock::MAX_TTL => d,
+            Some(_) => {
+                let msg = format!(
+                    "{CTX}max_ttl = {}: must be {DURATION_EXAMPLES}, from 1s to {}d",
+                    self.raw(x),
+                    crate::clock::MAX_TTL.as_secs() / 86_400
+                );
+                self.error(self.at(x), msg);
+                DEFAULT_MAX_TTL
+            }
+            None => DEFAULT_MAX_TTL,
+        }
     }
 }
 
