@@ -52,8 +52,8 @@ pub fn apply(maps: &mut Maps, policy: &Policy) -> Result<()> {
         per_cpu_share(policy.flood.new_sources_burst, cpus),
     )?;
     let challenge_limit = limit(
-        per_cpu_share(policy.flood.syn_challenge_rate, cpus),
-        per_cpu_share(policy.flood.syn_challenge_burst, cpus),
+        per_cpu_share(policy.syn_challenge.rate, cpus),
+        per_cpu_share(policy.syn_challenge.burst, cpus),
     )?;
     let event_limit = limit(EVENT_RATE, EVENT_BURST)?;
     let list_flags = content_flags(&allow, &block, &limits, d.ipv4_prefix, d.ipv6_prefix);
@@ -82,7 +82,7 @@ pub fn apply(maps: &mut Maps, policy: &Policy) -> Result<()> {
         if d.monitor {
             cfg.flags |= flags::MONITOR;
         }
-        if policy.flood.syn_challenge {
+        if policy.syn_challenge.enabled {
             cfg.flags |= flags::SYN_CHALLENGE;
         }
         cfg.challenge_limit = challenge_limit;

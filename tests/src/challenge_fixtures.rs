@@ -441,7 +441,7 @@ fn budget(h: &mut Harness, hook: Hook, src: &mut Sources) -> Result<()> {
 /// With `syn_challenge = false` a SYN beyond the budget is just dropped.
 fn switched_off(h: &mut Harness, hook: Hook, src: &mut Sources) -> Result<()> {
     let mut p = policy();
-    p.flood.syn_challenge = false;
+    p.syn_challenge.enabled = false;
     h.apply(&p)?;
     let client = src.take(4);
     spend_new_sources(h, hook, src)?;

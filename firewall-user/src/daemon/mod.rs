@@ -137,7 +137,7 @@ pub async fn run(pin_dir: &Path, args: RunArgs) -> Result<()> {
         maps.touch(|c| tick.set(c))?;
         apply(&mut maps, &policy).context("applying the policy")?;
     }
-    if args.mode == loader::Mode::Tc && policy.flood.syn_challenge {
+    if args.mode == loader::Mode::Tc && policy.syn_challenge.enabled {
         eprintln!(
             "warning: [flood] syn_challenge needs XDP: in tc mode no SYN is challenged, and SYNs \
              beyond the new-source budget are dropped as rate_limited"
