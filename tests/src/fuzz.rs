@@ -17,15 +17,17 @@
 //! - the test run succeeds, except the kernel's documented refusal of skb
 //!   test runs whose IP ethertype is not followed by a whole IP header (TC
 //!   only; counted separately, and nothing may be counted for it);
-//! - the return value is XDP_PASS/XDP_DROP (TC_ACT_OK/TC_ACT_SHOT), never
-//!   XDP_ABORTED or anything else;
+//! - the return value is XDP_PASS/XDP_DROP (TC_ACT_OK/TC_ACT_SHOT), or
+//!   XDP_TX exactly for a `challenged` SYN (XDP only), never XDP_ABORTED or
+//!   anything else;
 //! - the per-verdict counters moved by exactly one packet and the frame's
 //!   length in bytes, under exactly one verdict, and that verdict drops iff
 //!   the program returned the drop action;
 //! - the verdict is one the policy allows for what a reference parser
 //!   ([`model`]) makes of the frame: `malformed` exactly when the frame is,
 //!   `passed` for non-IP, `allowed`/`blocked` by the lists, else `passed`
-//!   or `rate_limited` (`would_drop` in monitor mode);
+//!   or `rate_limited` (`would_drop` in monitor mode), or `challenged` for
+//!   a TCP SYN (the starved budget refuses most new sources);
 //! - at the end, the per-rule counters moved as the reference parser's rule
 //!   matches predict (same verdicts).
 //!
@@ -53,7 +55,7 @@ use firewall_user::policy::{self, Policy};
 
 use crate::{
     fixtures,
-    harness::{delta, Harness, Hook, TC_ACT_OK, TC_ACT_SHOT, XDP_DROP, XDP_PASS},
+    harness::{delta, Harness, Hook, TC_ACT_OK, TC_ACT_SHOT, XDP_DROP, XDP_PASS, XDP_TX},
     packet::{self, tcp_flags, Frame, Ipv6Ext, L4},
 };
 
@@ -1020,6 +1022,14 @@ pub fn expected(policy: &Policy, p: &Parsed) -> (&'static [Verdict], Option<usiz
                 }
             } else if monitor {
                 &[Passed, WouldDrop]
+            } else if policy.syn_challenge.enabled
+                && *proto == packet::IPPROTO_TCP
+                && l4.is_some_and(|(_, fl)| {
+                    fl & (tcp_flags::SYN | tcp_flags::ACK | tcp_flags::RST) == tcp_flags::SYN
+                })
+            {
+                // A SYN the new-source budget refuses is challenged (XDP).
+                &[Passed, RateLimited, Challenged]
             } else {
                 &[Passed, RateLimited]
             };
@@ -1440,7 +1450,8 @@ fn run_one(
         Hook::Xdp => (XDP_PASS, XDP_DROP),
         Hook::Tc => (TC_ACT_OK, TC_ACT_SHOT),
     };
-    if rv != pass && rv != drop {
+    let answered = hook == Hook::Xdp && rv == XDP_TX;
+    if rv != pass && rv != drop && !answered {
         problems.push(format!(
             "returned {rv}{}, expected {pass} or {drop}",
             if hook == Hook::Xdp && rv == 0 {
@@ -1461,7 +1472,12 @@ fn run_one(
         }
     };
     if let Some(v) = verdict {
-        if (rv == drop) != v.drops() {
+        if answered != (v == Verdict::Challenged) {
+            problems.push(format!(
+                "verdict {} but returned {rv} (XDP_TX answers exactly the challenged)",
+                v.name()
+            ));
+        } else if !answered && (rv == drop) != v.drops() {
             problems.push(format!(
                 "verdict {} but returned {rv} ({})",
                 v.name(),
@@ -1625,7 +1641,11 @@ pub fn run(opts: &Options) -> Result<Report> {
             };
             slot.0 += 1;
             slot.1 += frame.len() as u64;
-            let rv = hook.action(v.drops());
+            let rv = if v == Verdict::Challenged {
+                XDP_TX
+            } else {
+                hook.action(v.drops())
+            };
             *rep.returns.entry((hook_name(hook), rv)).or_default() += 1;
             if let (_, Some(r)) = expected(policy, &parsed) {
                 let e = &mut rule_expect[r][v as usize];
