@@ -144,7 +144,10 @@ fn locate(data: usize, end: usize) -> Result<Located, Unanswerable> {
 
 /// Rewrite the SYN into its challenge: MACs, addresses and ports swapped,
 /// VLAN tags kept, SYN-ACK with ack = cookie, no options, no payload.
-#[inline(always)]
+/// A function of its own (and `check` another): each gets its own stack
+/// frame, where inlined both would share one over the verifier's limit of
+/// 512 bytes for a chain of calls.
+#[inline(never)]
 fn answer(ctx: &XdpContext) -> Result<(), Unanswerable> {
     let key = key().ok_or(Unanswerable)?;
     let (data, end) = (ctx.data(), ctx.data_end());
@@ -226,7 +229,7 @@ fn answer(ctx: &XdpContext) -> Result<(), Unanswerable> {
 
 /// Whether the RST carries the cookie of its flow; if so its source prefix
 /// is tracked with a fresh bucket.
-#[inline(always)]
+#[inline(never)]
 fn check(ctx: &XdpContext) -> bool {
     let Some(key) = key() else {
         return false;
@@ -242,24 +245,25 @@ fn check(ctx: &XdpContext) -> bool {
     let current = cookie(key.key(key.epoch), key.epoch, &at.flow);
     let prev = key.epoch.wrapping_sub(1);
     let valid = seq == current || (prev != 0 && seq == cookie(key.key(prev), prev, &at.flow));
-    valid && admit(&at.pkt)
+    if !valid {
+        return false;
+    }
+    // Keyed as the client's next SYN will be.
+    let mut syn = at.pkt;
+    syn.tcp_flags = TCP_SYN;
+    admit(&syn)
 }
 
-/// Give the prefix a bucket, keyed as the client's next SYN will be (a
-/// `syn_only` rule keys its own bucket).
+/// Give the prefix of `syn` a bucket (a `syn_only` rule keys its own).
 #[inline(always)]
-fn admit(pkt: &Packet) -> bool {
+fn admit(syn: &Packet) -> bool {
     let Some(cfg) = decide::active_config() else {
         return false;
     };
-    let syn = Packet {
-        tcp_flags: TCP_SYN,
-        ..*pkt
-    };
-    let rule = decide::match_rule(cfg, &syn);
-    let key = decide::source_key(cfg, &syn, rule);
+    let rule = decide::match_rule(cfg, syn);
+    let key = decide::source_key(cfg, syn, rule);
     let mut clock = Clock::new(cfg);
-    let c = decide::classify(cfg, &syn, &key, rule, &mut clock, false);
+    let c = decide::classify(cfg, syn, &key, rule, &mut clock, false);
     let st = SourceState {
         // A full bucket, like any new source.
         tat: 0,
