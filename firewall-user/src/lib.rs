@@ -2,19 +2,17 @@
 #![deny(unsafe_code)]
 
 pub mod addr;
-pub mod apply;
 pub mod batch;
 pub mod challenge;
 pub mod cli;
 pub mod clock;
 pub mod commands;
+pub mod control;
 pub mod crowdsec;
 pub mod daemon;
 pub mod error;
 pub mod fleet;
-pub mod lists;
 pub mod loader;
-pub mod maps;
 pub mod migrate;
 pub mod policy;
 pub mod rawmap;

@@ -1,14 +1,11 @@
 use clap::Parser;
-use firewall_common::Origin;
 use firewall_user::{
     cli::{AllowCmd, BlockCmd, Cli, Command, CrowdsecCmd, FleetCmd, LimitCmd},
     commands::{self, lists::parse_all},
+    control::{Control, List, Origin},
     daemon,
     error::exit_code,
-    lists::List,
-    loader,
-    maps::Maps,
-    policy,
+    loader, policy,
 };
 
 fn main() {
@@ -39,20 +36,20 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Status(a) => commands::status::run(&Maps::open(pin)?, a.json),
-        Command::Stats(a) => commands::stats::run(&Maps::open(pin)?, a.json, a.watch),
+        Command::Status(a) => commands::status::run(&Control::open(pin)?, a.json),
+        Command::Stats(a) => commands::stats::run(&Control::open(pin)?, a.json, a.watch),
         Command::Top(a) => match a.watch {
             Some(secs) => firewall_user::tui::run(pin, a.n, secs),
-            None => commands::top::run(&Maps::open(pin)?, a.n, a.json),
+            None => commands::top::run(&Control::open(pin)?, a.n, a.json),
         },
         Command::Crowdsec(CrowdsecCmd::Status(a)) => {
             firewall_user::crowdsec::status::run(pin, a.json)
         }
         Command::Completions { shell } => commands::generate::completions(shell),
         Command::Man { out_dir } => commands::generate::man_pages(&out_dir),
+        // Listing reads; every change takes the writers' lock inside.
         Command::Block(cmd) => {
-            let mut maps = Maps::open(pin)?;
-            let _lock = maps.write_lock()?;
+            let mut control = Control::open(pin)?;
             match cmd {
                 BlockCmd::Add {
                     cidrs,
@@ -61,8 +58,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 } => {
                     let nets = parse_all(&cidrs)?;
                     let ttl = commands::lists::parse_ttl(ttl.as_deref())?;
-                    commands::lists::add(
-                        &mut maps,
+                    control.write()?.add(
                         List::Block,
                         &nets,
                         Origin::Manual,
@@ -71,20 +67,19 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                     )
                 }
                 BlockCmd::Del { cidrs } => {
-                    commands::lists::del(&mut maps, List::Block, &parse_all(&cidrs)?)
+                    let nets = parse_all(&cidrs)?;
+                    control.write()?.delete(List::Block, &nets)
                 }
-                BlockCmd::List(a) => commands::lists::list(&maps, List::Block, a.json),
-                BlockCmd::Import { file } => commands::lists::import(&mut maps, &file),
+                BlockCmd::List(a) => commands::lists::list(&control, List::Block, a.json),
+                BlockCmd::Import { file } => commands::lists::import(&mut control, &file),
             }
         }
         Command::Allow(cmd) => {
-            let mut maps = Maps::open(pin)?;
-            let _lock = maps.write_lock()?;
+            let mut control = Control::open(pin)?;
             match cmd {
                 AllowCmd::Add { cidrs, comment } => {
                     let nets = parse_all(&cidrs)?;
-                    commands::lists::add(
-                        &mut maps,
+                    control.write()?.add(
                         List::Allow,
                         &nets,
                         Origin::Manual,
@@ -93,22 +88,23 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                     )
                 }
                 AllowCmd::Del { cidrs } => {
-                    commands::lists::del(&mut maps, List::Allow, &parse_all(&cidrs)?)
+                    let nets = parse_all(&cidrs)?;
+                    control.write()?.delete(List::Allow, &nets)
                 }
-                AllowCmd::List(a) => commands::lists::list(&maps, List::Allow, a.json),
+                AllowCmd::List(a) => commands::lists::list(&control, List::Allow, a.json),
             }
         }
         Command::Limit(cmd) => {
-            let mut maps = Maps::open(pin)?;
-            let _lock = maps.write_lock()?;
+            let mut control = Control::open(pin)?;
             match cmd {
                 LimitCmd::Set { cidr, rate, burst } => {
-                    commands::limits::set(&mut maps, cidr.as_deref(), rate, burst)
+                    commands::limits::set(&mut control, cidr.as_deref(), rate, burst)
                 }
-                LimitCmd::Del { cidr, default } => {
-                    commands::limits::del(&mut maps, if default { None } else { cidr.as_deref() })
-                }
-                LimitCmd::List(a) => commands::limits::list(&maps, a.json),
+                LimitCmd::Del { cidr, default } => commands::limits::del(
+                    &mut control,
+                    if default { None } else { cidr.as_deref() },
+                ),
+                LimitCmd::List(a) => commands::limits::list(&control, a.json),
             }
         }
     }

@@ -13,10 +13,10 @@ use clap::{error::ErrorKind, CommandFactory, Parser};
 use firewall_common::{bucket::MAX_RATE, Limit};
 use firewall_user::{
     addr,
-    apply::per_cpu_share,
     cli::Cli,
     clock::mono_ns,
     commands::{limits, lists},
+    control::apply::per_cpu_share,
     policy::{self, Policy, Problem, Protocol, Severity},
     text,
 };

@@ -11,7 +11,7 @@ use aya::{
     Ebpf,
 };
 use firewall_common::{maps as names, Counter, Verdict, N_VERDICTS};
-use firewall_user::{apply::apply, loader, maps::Maps, policy::Policy};
+use firewall_user::{control::Control, loader, policy::Policy};
 
 pub const XDP_DROP: u32 = 1;
 pub const XDP_PASS: u32 = 2;
@@ -41,7 +41,8 @@ impl Hook {
 pub struct Harness {
     pub pin_dir: PathBuf,
     ebpf: Ebpf,
-    pub maps: Maps,
+    /// The loaded object's maps, through the product's control layer.
+    pub maps: Control,
 }
 
 impl Harness {
@@ -52,9 +53,12 @@ impl Harness {
         loader::ensure_bpffs(&pin_dir)?;
         let loaded = loader::load(&pin_dir, &policy.table)?;
         let ebpf = loaded.ebpf;
-        let mut maps = Maps::open(&pin_dir)?;
-        maps.touch(|c| loaded.tick.set(c))?;
-        apply(&mut maps, policy).context("applying the fixture policy")?;
+        let mut maps = Control::open(&pin_dir)?;
+        {
+            let mut w = maps.write()?;
+            w.set_tick(loaded.tick)?;
+            w.apply(policy).context("applying the fixture policy")?;
+        }
         Ok(Harness {
             pin_dir,
             ebpf,
@@ -114,7 +118,17 @@ impl Harness {
 
     /// Counters per verdict, summed over CPUs.
     pub fn counters(&self) -> Vec<Counter> {
-        self.maps.verdict_totals().expect("reading counters")
+        let v = self.maps.verdicts().expect("reading counters");
+        Verdict::ALL
+            .iter()
+            .map(|x| {
+                let c = v.get(*x);
+                Counter {
+                    packets: c.packets,
+                    bytes: c.bytes,
+                }
+            })
+            .collect()
     }
 
     pub fn packets(&self, v: Verdict) -> u64 {
@@ -123,7 +137,7 @@ impl Harness {
 
     /// Apply another policy to the loaded program (as a reload would).
     pub fn apply(&mut self, policy: &Policy) -> Result<()> {
-        apply(&mut self.maps, policy)
+        self.maps.write()?.apply(policy)
     }
 }
 

@@ -6,13 +6,8 @@ use std::{
     time::Duration,
 };
 
-use firewall_common::{Bucket, Limit, ListEntry, Origin, Verdict};
-use firewall_user::{
-    clock::mono_ns,
-    commands::{limits, lists},
-    lists::List,
-    policy,
-};
+use firewall_common::{Bucket, Limit, Origin, Verdict};
+use firewall_user::{clock::mono_ns, commands::limits, control::List, policy};
 use tests::{
     harness::{Harness, Hook},
     packet::Frame,
@@ -196,10 +191,14 @@ fn policy_changes_apply_to_tracked_sources_on_their_next_packet() {
     let net = "198.51.100.9/32".parse().unwrap();
     assert_eq!(h.run(Hook::Xdp, &f, 1).unwrap(), tests::harness::XDP_PASS);
     // Block it: the cached classification is dropped by the generation bump.
-    lists::add(&mut h.maps, List::Block, &[net], Origin::Manual, None, None).unwrap();
+    h.maps
+        .write()
+        .unwrap()
+        .add(List::Block, &[net], Origin::Manual, None, None)
+        .unwrap();
     assert_eq!(h.run(Hook::Xdp, &f, 1).unwrap(), tests::harness::XDP_DROP);
     assert_eq!(h.packets(Verdict::Blocked), 1);
-    lists::del(&mut h.maps, List::Block, &[net]).unwrap();
+    h.maps.write().unwrap().delete(List::Block, &[net]).unwrap();
     assert_eq!(h.run(Hook::Xdp, &f, 1).unwrap(), tests::harness::XDP_PASS);
     // At 1/s the bucket is nearly empty. A class of 1000/s applies from the
     // next packet on (from an empty bucket, as a source over its old limit
@@ -216,15 +215,17 @@ fn policy_changes_apply_to_tracked_sources_on_their_next_packet() {
         "new class limit not applied"
     );
     // Allowlisting bypasses the (now empty) bucket.
-    lists::add(
-        &mut h.maps,
-        List::Allow,
-        &["198.51.100.0/24".parse().unwrap()],
-        Origin::Manual,
-        None,
-        None,
-    )
-    .unwrap();
+    h.maps
+        .write()
+        .unwrap()
+        .add(
+            List::Allow,
+            &["198.51.100.0/24".parse().unwrap()],
+            Origin::Manual,
+            None,
+            None,
+        )
+        .unwrap();
     for _ in 0..100 {
         assert_eq!(h.run(Hook::Xdp, &f, 1).unwrap(), tests::harness::XDP_PASS);
     }
@@ -239,15 +240,12 @@ fn expired_blocks_stop_matching_at_once() {
     let mut h = harness("");
     let f = udp_from([203, 0, 113, 50]);
     let net = "203.0.113.50/32".parse().unwrap();
-    let entry = |expires_ns| ListEntry {
-        expires_ns,
-        origin: Origin::Manual as u8,
-        ..Default::default()
-    };
+    let ttl = Duration::from_millis(300);
     h.maps
-        .list_put(List::Block, &net, entry(mono_ns() + 300_000_000))
+        .write()
+        .unwrap()
+        .add(List::Block, &[net], Origin::Manual, Some(ttl), None)
         .unwrap();
-    firewall_user::apply::refresh_flags(&mut h.maps, true).unwrap();
     assert_eq!(h.run(Hook::Xdp, &f, 1).unwrap(), tests::harness::XDP_DROP);
     std::thread::sleep(Duration::from_millis(350));
     // The program checks the expiry itself: no controller involved.
@@ -374,18 +372,20 @@ fn blocked_hosts_and_the_expiry_hint_keep_the_generation() {
     let g0 = generation(&h);
     // Exact hosts are looked up before the per-source cache...
     let host = vec!["203.0.113.5/32".parse().unwrap()];
-    lists::add(
-        &mut h.maps,
-        List::Block,
-        &host,
-        Origin::Manual,
-        Some(Duration::from_secs(60)),
-        None,
-    )
-    .unwrap();
+    h.maps
+        .write()
+        .unwrap()
+        .add(
+            List::Block,
+            &host,
+            Origin::Manual,
+            Some(Duration::from_secs(60)),
+            None,
+        )
+        .unwrap();
     assert_eq!(generation(&h), g0, "a host entry bumped the generation");
     // ... and the controller's expiry hint is bookkeeping.
-    h.maps.touch(|c| c.next_expiry_ns = 1).unwrap();
+    h.maps.write().unwrap().set_expiry_hint(1).unwrap();
     assert_eq!(generation(&h), g0, "the expiry hint bumped the generation");
     assert_eq!(
         h.run(Hook::Xdp, &udp_from([203, 0, 113, 5]), 1).unwrap(),
@@ -393,17 +393,13 @@ fn blocked_hosts_and_the_expiry_hint_keep_the_generation() {
     );
     // A prefix is cached per source: it needs a new generation.
     let prefix = vec!["203.0.113.0/24".parse().unwrap()];
-    lists::add(
-        &mut h.maps,
-        List::Block,
-        &prefix,
-        Origin::Manual,
-        None,
-        None,
-    )
-    .unwrap();
+    h.maps
+        .write()
+        .unwrap()
+        .add(List::Block, &prefix, Origin::Manual, None, None)
+        .unwrap();
     assert_eq!(generation(&h), g0 + 1);
-    lists::del(&mut h.maps, List::Block, &host).unwrap();
+    h.maps.write().unwrap().delete(List::Block, &host).unwrap();
     assert_eq!(
         generation(&h),
         g0 + 1,
@@ -422,7 +418,11 @@ fn blocked_hosts_and_the_expiry_hint_keep_the_generation() {
     }
     let allowed_before = h.packets(Verdict::Allowed);
     let me = vec!["198.51.100.44/32".parse().unwrap()];
-    lists::add(&mut h.maps, List::Allow, &me, Origin::Manual, None, None).unwrap();
+    h.maps
+        .write()
+        .unwrap()
+        .add(List::Allow, &me, Origin::Manual, None, None)
+        .unwrap();
     assert_eq!(generation(&h), g0 + 2);
     for _ in 0..300 {
         assert_eq!(
@@ -431,7 +431,7 @@ fn blocked_hosts_and_the_expiry_hint_keep_the_generation() {
         );
     }
     assert_eq!(h.packets(Verdict::Allowed) - allowed_before, 300);
-    lists::del(&mut h.maps, List::Allow, &me).unwrap();
+    h.maps.write().unwrap().delete(List::Allow, &me).unwrap();
     assert_eq!(generation(&h), g0 + 3);
     // Back under the default limit (burst 200 at 100/s): the flood is cut.
     let limited_before = h.packets(Verdict::RateLimited);

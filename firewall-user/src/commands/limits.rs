@@ -1,10 +1,15 @@
 //! `firewall limit ...`: the default limit and per-CIDR classes.
 
 use anyhow::Result;
-use firewall_common::{Limit, LimitEntry, Origin};
+use firewall_common::Limit;
+use ipnet::IpNet;
 use serde::Serialize;
 
-use crate::{addr::parse_cidr, apply::refresh_flags, error::bad, maps::Maps};
+use crate::{
+    addr::parse_cidr,
+    control::{origin, read::LimitRow, Control, Origin},
+    error::bad,
+};
 
 pub fn checked(rate: u64, burst: u64) -> Result<Limit> {
     Limit::new(rate, burst).map_err(|e| {
@@ -24,76 +29,26 @@ pub fn checked(rate: u64, burst: u64) -> Result<Limit> {
     })
 }
 
-pub fn set(maps: &mut Maps, cidr: Option<&str>, rate: u64, burst: u64) -> Result<()> {
-    let limit = checked(rate, burst)?;
-    match cidr {
-        None => {
-            maps.bump(|c| {
-                c.manual_default = limit;
-                c.default_limit = limit;
-            })?;
-        }
-        Some(c) => {
-            let (net, host_bits) = parse_cidr(c)?;
-            if host_bits {
-                eprintln!("warning: {c} has host bits set; using {net}");
-            }
-            let old = maps.limit_get(&net)?;
-            let e = LimitEntry {
-                limit,
-                file_limit: old.map(|o| o.file_limit).unwrap_or_default(),
-                origin: Origin::Manual as u8,
-                ..Default::default()
-            };
-            maps.limit_put(&net, e)?;
-            refresh_flags(maps, true)?;
-        }
+/// A CIDR argument, with a warning when it has host bits set.
+fn cidr_arg(c: &str) -> Result<IpNet> {
+    let (net, host_bits) = parse_cidr(c)?;
+    if host_bits {
+        eprintln!("warning: {c} has host bits set; using {net}");
     }
-    Ok(())
+    Ok(net)
 }
 
-pub fn del(maps: &mut Maps, cidr: Option<&str>) -> Result<()> {
-    match cidr {
-        None => {
-            let cfg = maps.config()?;
-            if !cfg.manual_default.is_set() {
-                return Err(bad("there is no manual default limit to delete (the policy file's default applies)"));
-            }
-            maps.bump(|c| {
-                c.manual_default = Limit::default();
-                c.default_limit = c.file_default;
-            })?;
-        }
-        Some(c) => {
-            let (net, _) = parse_cidr(c)?;
-            match maps.limit_get(&net)? {
-                None => {
-                    return Err(bad(format!(
-                        "there is no limit class for {net} (see `firewall limit list`)"
-                    )))
-                }
-                Some(e) if e.origin == Origin::Config as u8 => {
-                    return Err(bad(format!(
-                        "the limit for {net} comes from the policy file; change it there"
-                    )))
-                }
-                Some(e) if e.file_limit.is_set() => {
-                    let back = LimitEntry {
-                        limit: e.file_limit,
-                        file_limit: e.file_limit,
-                        origin: Origin::Config as u8,
-                        ..Default::default()
-                    };
-                    maps.limit_put(&net, back)?;
-                }
-                Some(_) => {
-                    maps.limit_del(&net)?;
-                }
-            }
-            refresh_flags(maps, true)?;
-        }
-    }
-    Ok(())
+/// `firewall limit set [--cidr CIDR] --rate N --burst N`.
+pub fn set(control: &mut Control, cidr: Option<&str>, rate: u64, burst: u64) -> Result<()> {
+    let limit = checked(rate, burst)?;
+    let net = cidr.map(cidr_arg).transpose()?;
+    control.write()?.set_limit(net.as_ref(), limit)
+}
+
+/// `firewall limit del --cidr CIDR` / `--default`.
+pub fn del(control: &mut Control, cidr: Option<&str>) -> Result<()> {
+    let net = cidr.map(|c| parse_cidr(c).map(|(n, _)| n)).transpose()?;
+    control.write()?.delete_limit(net.as_ref())
 }
 
 #[derive(Serialize)]
@@ -102,35 +57,24 @@ pub struct Row {
     pub cidr: String,
     pub rate: u64,
     pub burst: u64,
-    pub origin: &'static str,
+    #[serde(serialize_with = "origin::by_name")]
+    pub origin: Origin,
 }
 
-pub fn rows(maps: &Maps) -> Result<Vec<Row>> {
-    let cfg = maps.config()?;
-    let d = cfg.default_limit;
-    let mut out = vec![Row {
-        cidr: "default".into(),
-        rate: d.rate(),
-        burst: d.burst(),
-        origin: if cfg.manual_default.is_set() {
-            "manual"
-        } else {
-            "config"
-        },
-    }];
-    let mut classes = maps.limit_all()?;
-    classes.sort_by_key(|(n, _)| *n);
-    out.extend(classes.into_iter().map(|(n, e)| Row {
-        cidr: n.to_string(),
-        rate: e.limit.rate(),
-        burst: e.limit.burst(),
-        origin: Origin::from_u8(e.origin).name(),
-    }));
-    Ok(out)
+impl From<LimitRow> for Row {
+    fn from(r: LimitRow) -> Self {
+        Row {
+            cidr: r.net.map_or_else(|| "default".into(), |n| n.to_string()),
+            rate: r.rate,
+            burst: r.burst,
+            origin: r.origin,
+        }
+    }
 }
 
-pub fn list(maps: &Maps, json: bool) -> Result<()> {
-    let rows = rows(maps)?;
+/// `firewall limit list`.
+pub fn list(control: &Control, json: bool) -> Result<()> {
+    let rows: Vec<Row> = control.limits()?.into_iter().map(Row::from).collect();
     if json {
         return super::print_json(&rows);
     }
@@ -138,7 +82,10 @@ pub fn list(maps: &Maps, json: bool) -> Result<()> {
     for r in rows {
         println!(
             "{:<44} {:>12} {:>12}  {}",
-            r.cidr, r.rate, r.burst, r.origin
+            r.cidr,
+            r.rate,
+            r.burst,
+            r.origin.name()
         );
     }
     Ok(())

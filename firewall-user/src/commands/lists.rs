@@ -2,19 +2,15 @@
 
 use std::{io::IsTerminal, path::Path, time::Instant};
 
-use anyhow::{Context, Result};
-use firewall_common::{ListEntry, Origin};
+use anyhow::Result;
 use ipnet::IpNet;
 use serde::Serialize;
 
 use crate::{
     addr::parse_cidr,
-    apply::{note_added, refresh_flags},
-    clock::{expiry_after, mono_ns, rfc3339, wall_of, MAX_TTL},
+    clock::{rfc3339, wall_of, MAX_TTL},
+    control::{origin, read::ListRow, Control, List, Origin},
     error::bad,
-    lists::List,
-    maps::Maps,
-    text::{fixed, unfixed},
 };
 
 /// Parse every CIDR first: one bad value changes nothing.
@@ -45,71 +41,11 @@ pub fn parse_ttl(ttl: Option<&str>) -> Result<Option<std::time::Duration>> {
     .transpose()
 }
 
-/// Add run-time entries (`origin` manual, import or autoban).
-pub fn add(
-    maps: &mut Maps,
-    list: List,
-    nets: &[IpNet],
-    origin: Origin,
-    ttl: Option<std::time::Duration>,
-    comment: Option<&str>,
-) -> Result<()> {
-    let expires_ns = ttl.map(expiry_after).unwrap_or(0);
-    for net in nets {
-        let old = maps.list_get(list, net)?;
-        let e = ListEntry {
-            expires_ns,
-            hits: old.map(|o| o.hits).unwrap_or(0),
-            origin: origin as u8,
-            in_file: old.map(|o| o.in_file).unwrap_or(0),
-            comment: comment.map(fixed).unwrap_or_default(),
-            ..Default::default()
-        };
-        maps.list_put(list, net, e)
-            .with_context(|| format!("adding {net} to the {} list", list.name()))?;
-    }
-    note_added(maps, list, nets, expires_ns)
-}
-
-pub fn del(maps: &mut Maps, list: List, nets: &[IpNet]) -> Result<()> {
-    let mut found = Vec::new();
-    for net in nets {
-        match maps.list_get(list, net)? {
-            None => return Err(bad(format!("{net} is not in the {} list (see `firewall {} list`)", list.name(), list.name()))),
-            Some(e) if e.origin == Origin::Config as u8 => {
-                return Err(bad(format!(
-                    "{net} comes from the policy file; remove it there (the file's entries follow the file)"
-                )))
-            }
-            Some(e) => found.push((*net, e)),
-        }
-    }
-    for (net, e) in &found {
-        end_runtime_entry(maps, list, net, e)?;
-    }
-    refresh_flags(maps, crate::apply::touches_cache(list, nets))
-}
-
-/// Remove a run-time entry (deleted or expired): if the policy file lists
-/// the prefix too, the file's entry applies again.
-pub fn end_runtime_entry(maps: &mut Maps, list: List, net: &IpNet, e: &ListEntry) -> Result<()> {
-    if e.in_file != 0 {
-        let back = ListEntry {
-            origin: Origin::Config as u8,
-            in_file: 1,
-            hits: e.hits,
-            ..Default::default()
-        };
-        maps.list_put(list, net, back)
-    } else {
-        maps.list_del(list, net).map(|_| ())
-    }
-}
-
 #[derive(Serialize, Clone, Debug)]
 pub struct Row {
     pub cidr: String,
-    pub origin: &'static str,
+    #[serde(serialize_with = "origin::by_name")]
+    pub origin: Origin,
     /// RFC 3339, absent when the entry does not expire.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub expires: Option<String>,
@@ -120,27 +56,22 @@ pub struct Row {
     pub comment: String,
 }
 
-pub fn rows(maps: &Maps, list: List) -> Result<Vec<Row>> {
-    let now = mono_ns();
-    let mut all = maps.list_all(list)?;
-    all.sort_by_key(|(n, _)| *n);
-    Ok(all
-        .into_iter()
-        .filter(|(_, e)| e.expires_ns == 0 || e.expires_ns > now)
-        .map(|(n, e)| Row {
-            cidr: n.to_string(),
-            origin: Origin::from_u8(e.origin).name(),
-            expires: (e.expires_ns != 0).then(|| rfc3339(wall_of(e.expires_ns))),
-            expires_in_secs: (e.expires_ns != 0)
-                .then(|| (e.expires_ns - now).div_ceil(1_000_000_000)),
-            hits: e.hits,
-            comment: unfixed(&e.comment),
-        })
-        .collect())
+impl From<ListRow> for Row {
+    fn from(r: ListRow) -> Self {
+        Row {
+            cidr: r.net.to_string(),
+            origin: r.origin,
+            expires: r.expires_ns.map(|x| rfc3339(wall_of(x))),
+            expires_in_secs: r.expires_in_secs,
+            hits: r.hits,
+            comment: r.comment,
+        }
+    }
 }
 
-pub fn list(maps: &Maps, list: List, json: bool) -> Result<()> {
-    let rows = rows(maps, list)?;
+/// `firewall block list` / `firewall allow list`.
+pub fn list(control: &Control, list: List, json: bool) -> Result<()> {
+    let rows: Vec<Row> = control.list(list)?.into_iter().map(Row::from).collect();
     if json {
         return super::print_json(&rows);
     }
@@ -152,7 +83,7 @@ pub fn list(maps: &Maps, list: List, json: bool) -> Result<()> {
         println!(
             "{:<44} {:<8} {:<22} {:>10}  {}",
             r.cidr,
-            r.origin,
+            r.origin.name(),
             r.expires.as_deref().unwrap_or("never"),
             r.hits,
             r.comment
@@ -197,54 +128,27 @@ pub fn parse_import(text: &str) -> Result<Vec<IpNet>> {
     Ok(nets)
 }
 
-pub fn import(maps: &mut Maps, file: &Path) -> Result<()> {
+/// `firewall block import FILE`.
+pub fn import(control: &mut Control, file: &Path) -> Result<()> {
     let text = std::fs::read_to_string(file)
         .map_err(|e| bad(format!("cannot read {}: {e}", file.display())))?;
     let nets = parse_import(&text)?;
     let started = Instant::now();
     let tty = std::io::stderr().is_terminal();
-    // Manual and file entries win over an import.
-    let existing: std::collections::HashMap<IpNet, ListEntry> =
-        maps.list_all(List::Block)?.into_iter().collect();
-    let mut kept = 0usize;
-    let mut seen = std::collections::HashSet::new();
-    let mut fresh = Vec::with_capacity(nets.len());
-    for net in &nets {
-        if !seen.insert(*net) {
-            continue;
-        }
-        match existing.get(net) {
-            Some(e) if e.origin != Origin::Import as u8 && e.origin != Origin::Autoban as u8 => {
-                kept += 1
-            }
-            _ => fresh.push(*net),
-        }
-    }
-    let entries: Vec<(IpNet, ListEntry)> = fresh
-        .iter()
-        .map(|n| {
-            (
-                *n,
-                ListEntry {
-                    origin: Origin::Import as u8,
-                    ..Default::default()
-                },
-            )
-        })
-        .collect();
-    maps.list_put_many(List::Block, &entries, 10_000, |done| {
+    let mut w = control.write()?;
+    let done = w.import(&nets, |done, total| {
         if tty {
-            eprint!("\rimported {done}/{}", entries.len());
+            eprint!("\rimported {done}/{total}");
         }
     })?;
-    let added = entries.len();
     if tty {
         eprintln!();
     }
-    note_added(maps, List::Block, &fresh, 0)?;
     println!(
-        "added {added} entries from {} ({kept} already listed by hand or the policy file) in {:.3}s",
+        "added {} entries from {} ({} already listed by hand or the policy file) in {:.3}s",
+        done.added,
         file.display(),
+        done.kept,
         started.elapsed().as_secs_f64()
     );
     Ok(())

@@ -3,25 +3,13 @@
 use std::{collections::BTreeMap, time::Duration};
 
 use anyhow::Result;
-use firewall_common::{Counter, Stat, Verdict};
+use firewall_common::{Stat, Verdict};
 use serde::Serialize;
 
-use crate::maps::Maps;
-
-#[derive(Serialize, Clone, Copy, Default, Debug, PartialEq, Eq)]
-pub struct Count {
-    pub packets: u64,
-    pub bytes: u64,
-}
-
-impl From<Counter> for Count {
-    fn from(c: Counter) -> Self {
-        Count {
-            packets: c.packets,
-            bytes: c.bytes,
-        }
-    }
-}
+use crate::control::{
+    read::{Count, Counters},
+    Control,
+};
 
 #[derive(Serialize, Debug)]
 pub struct Stats {
@@ -50,51 +38,44 @@ pub struct NewSources {
     pub variant_packets: u64,
 }
 
-/// Read every counter from the pinned maps.
-pub fn read(maps: &Maps) -> Result<Stats> {
-    let totals = maps.verdict_totals()?;
-    let mut verdicts = BTreeMap::new();
-    let mut t = Totals {
-        packets: 0,
-        bytes: 0,
-        dropped_packets: 0,
-        dropped_bytes: 0,
-    };
-    for v in Verdict::ALL {
-        let c = totals[v as usize];
-        verdicts.insert(v.name(), Count::from(c));
-        t.packets += c.packets;
-        t.bytes += c.bytes;
-        if v.drops() {
-            t.dropped_packets += c.packets;
-            t.dropped_bytes += c.bytes;
+impl From<&Counters> for Stats {
+    fn from(c: &Counters) -> Self {
+        let verdicts = c.verdicts.iter().map(|(v, n)| (v.name(), n)).collect();
+        let rules = c
+            .rules
+            .iter()
+            .map(|r| {
+                let by = r.verdicts.iter().map(|(v, n)| (v.name(), n)).collect();
+                (r.name.clone(), by)
+            })
+            .collect();
+        let (total, dropped) = (c.verdicts.total(), c.verdicts.dropped());
+        Stats {
+            verdicts,
+            rules,
+            totals: Totals {
+                packets: total.packets,
+                bytes: total.bytes,
+                dropped_packets: dropped.packets,
+                dropped_bytes: dropped.bytes,
+            },
+            new_sources: NewSources {
+                admitted: c.stats.get(Stat::NewSourceAdmitted),
+                refused: c.stats.get(Stat::NewSourceRefused),
+                events_lost: c.stats.get(Stat::EventsLost),
+                variant_packets: c.stats.get(Stat::VariantPackets),
+            },
+            challenges: Stat::CHALLENGES
+                .iter()
+                .map(|(stat, result)| (*result, c.stats.get(*stat)))
+                .collect(),
         }
     }
-    let mut rules = BTreeMap::new();
-    for (i, name) in maps.rule_names()?.into_iter().enumerate() {
-        let per = maps.rule_totals(i as u32)?;
-        let by_verdict = Verdict::ALL
-            .iter()
-            .map(|v| (v.name(), Count::from(per[*v as usize])))
-            .collect();
-        rules.insert(name, by_verdict);
-    }
-    let mut challenges = BTreeMap::new();
-    for (stat, result) in Stat::CHALLENGES {
-        challenges.insert(result, maps.stat(stat)?);
-    }
-    Ok(Stats {
-        challenges,
-        verdicts,
-        rules,
-        totals: t,
-        new_sources: NewSources {
-            admitted: maps.stat(Stat::NewSourceAdmitted)?,
-            refused: maps.stat(Stat::NewSourceRefused)?,
-            events_lost: maps.stat(Stat::EventsLost)?,
-            variant_packets: maps.stat(Stat::VariantPackets)?,
-        },
-    })
+}
+
+/// Read every counter from the pinned maps, as `stats` shows them.
+pub fn read(control: &Control) -> Result<Stats> {
+    Ok(Stats::from(&control.counters()?))
 }
 
 fn print_table(s: &Stats, prev: Option<(&Stats, f64)>) {
@@ -151,9 +132,9 @@ fn print_table(s: &Stats, prev: Option<(&Stats, f64)>) {
     }
 }
 
-pub fn run(maps: &Maps, json: bool, watch: Option<u64>) -> Result<()> {
+pub fn run(control: &Control, json: bool, watch: Option<u64>) -> Result<()> {
     let Some(secs) = watch else {
-        let s = read(maps)?;
+        let s = read(control)?;
         return if json {
             super::print_json(&s)
         } else {
@@ -164,7 +145,7 @@ pub fn run(maps: &Maps, json: bool, watch: Option<u64>) -> Result<()> {
     let secs = secs.max(1);
     let mut prev: Option<(Stats, std::time::Instant)> = None;
     loop {
-        let s = read(maps)?;
+        let s = read(control)?;
         if json {
             println!("{}", serde_json::to_string(&s)?);
         } else {

@@ -1,10 +1,9 @@
 //! `firewall status`.
 
 use anyhow::Result;
-use firewall_common::flags;
 use serde::Serialize;
 
-use crate::{lists::List, loader, maps::Maps, state};
+use crate::control::{self, Control};
 
 #[derive(Serialize)]
 pub struct Attached {
@@ -32,50 +31,39 @@ pub struct Status {
     pub limit_classes: usize,
 }
 
-pub fn read(maps: &Maps) -> Result<Status> {
-    let cfg = maps.config()?;
-    let ids = loader::program_ids(&maps.dir);
-    let attached = loader::attachments(&maps.dir)?
-        .into_iter()
-        .map(|a| {
-            let want = if a.mode == loader::Mode::Tc {
-                "firewall_tc"
-            } else {
-                "firewall_xdp"
-            };
-            Attached {
-                program_id: ids.iter().find(|(n, _)| n == want).map(|(_, id)| *id),
-                iface: a.iface,
-                mode: a.mode.name(),
-            }
-        })
-        .collect();
-    let daemon = state::read(&maps.dir);
-    Ok(Status {
-        pin_dir: maps.dir.display().to_string(),
-        attached,
-        enforcement: if cfg.flags & flags::MONITOR != 0 {
-            "monitor"
-        } else {
-            "enforce"
-        },
-        policy_file: daemon
-            .as_ref()
-            .and_then(|d| d.config.as_ref().map(|c| c.display().to_string())),
-        generation: cfg.generation,
-        controller_pid: daemon.as_ref().map(|d| d.pid),
-        controller_running: daemon.as_ref().is_some_and(|d| state::alive(d.pid)),
-        tracked_sources: maps.count_sources()?,
-        tracked_sources_capacity: maps.sources_capacity()?,
-        clock: crate::tick::Tick::of(&cfg).describe(),
-        blocklist_entries: maps.list_all(List::Block)?.len(),
-        allowlist_entries: maps.list_all(List::Allow)?.len(),
-        limit_classes: maps.limit_all()?.len(),
-    })
+impl From<control::read::Status> for Status {
+    fn from(s: control::read::Status) -> Self {
+        Status {
+            pin_dir: s.pin_dir.display().to_string(),
+            attached: s
+                .attached
+                .into_iter()
+                .map(|a| Attached {
+                    iface: a.iface,
+                    mode: a.mode.name(),
+                    program_id: a.program_id,
+                })
+                .collect(),
+            enforcement: if s.monitor { "monitor" } else { "enforce" },
+            policy_file: s
+                .controller
+                .as_ref()
+                .and_then(|d| d.config.as_ref().map(|c| c.display().to_string())),
+            generation: s.generation,
+            controller_pid: s.controller.as_ref().map(|d| d.pid),
+            controller_running: s.controller_running,
+            tracked_sources: s.tracked_sources,
+            tracked_sources_capacity: s.tracked_sources_capacity,
+            clock: s.clock.describe(),
+            blocklist_entries: s.blocklist_entries,
+            allowlist_entries: s.allowlist_entries,
+            limit_classes: s.limit_classes,
+        }
+    }
 }
 
-pub fn run(maps: &Maps, json: bool) -> Result<()> {
-    let s = read(maps)?;
+pub fn run(control: &Control, json: bool) -> Result<()> {
+    let s = Status::from(control.status()?);
     if json {
         return super::print_json(&s);
     }

@@ -23,7 +23,6 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use anyhow::Result;
-use firewall_common::{ListEntry, Origin};
 use ipnet::IpNet;
 use serde_json::{json, Value};
 
@@ -32,20 +31,14 @@ use super::{
     watcher::Outbox,
 };
 use crate::{
-    apply::{note_added, refresh_flags},
     clock::mono_ns,
-    commands::lists::end_runtime_entry,
-    lists::List,
-    maps::Maps,
-    text::fixed,
+    control::{read::ListRow, write::Put, List, Origin, Writer},
 };
 
 /// Expiries closer than this are the same: no rewrite.
 const SAME_EXPIRY_NS: u64 = 1_000_000_000;
 /// Skipped decisions shown in the event, per answer.
 const EXAMPLES: usize = 5;
-/// Entries per batch syscall.
-const CHUNK: usize = 10_000;
 
 #[derive(Debug, Default)]
 struct Held {
@@ -116,55 +109,37 @@ pub struct Bouncer {
     max_id: i64,
 }
 
-fn live(e: &ListEntry, now: u64) -> bool {
-    e.expires_ns == 0 || e.expires_ns > now
+/// An entry's expiry in monotonic ns, 0 for never (as decisions count).
+fn expiry_ns(e: &ListRow) -> u64 {
+    e.expires_ns.unwrap_or(0)
 }
 
-fn is_crowdsec(e: &ListEntry) -> bool {
-    e.origin == Origin::Crowdsec as u8
+fn is_crowdsec(e: &ListRow) -> bool {
+    e.origin == Origin::Crowdsec
 }
 
 /// The map writes one answer produces, applied together.
 #[derive(Default)]
 struct Batch {
-    put: Vec<(IpNet, ListEntry)>,
-    remove: Vec<(IpNet, ListEntry)>,
+    put: Vec<Put>,
+    remove: Vec<ListRow>,
 }
 
 impl Batch {
-    fn put(&mut self, net: IpNet, old: Option<ListEntry>, expires_ns: u64, scenario: &str) {
-        let entry = ListEntry {
+    fn put(&mut self, net: IpNet, old: Option<ListRow>, expires_ns: u64, scenario: &str) {
+        self.put.push(Put {
+            net,
             expires_ns,
-            hits: old.map(|o| o.hits).unwrap_or(0),
-            origin: Origin::Crowdsec as u8,
-            in_file: old.map(|o| o.in_file).unwrap_or(0),
-            comment: fixed(scenario),
-            ..Default::default()
-        };
-        self.put.push((net, entry));
+            comment: scenario.to_string(),
+            previous: old,
+        });
     }
 
-    fn commit(self, maps: &mut Maps, out: &mut Outcome) -> Result<()> {
-        if !self.put.is_empty() {
-            maps.list_put_many(List::Block, &self.put, CHUNK, |_| {})?;
-            let nets: Vec<IpNet> = self.put.iter().map(|(n, _)| *n).collect();
-            let first = self
-                .put
-                .iter()
-                .map(|(_, e)| e.expires_ns)
-                .min()
-                .unwrap_or(0);
-            note_added(maps, List::Block, &nets, first)?;
-            out.written = self.put.len();
-        }
-        if !self.remove.is_empty() {
-            for (net, e) in &self.remove {
-                end_runtime_entry(maps, List::Block, net, e)?;
-            }
-            let nets: Vec<IpNet> = self.remove.iter().map(|(n, _)| *n).collect();
-            refresh_flags(maps, crate::apply::touches_cache(List::Block, &nets))?;
-            out.removed = self.remove.len();
-        }
+    fn commit(self, w: &mut Writer, out: &mut Outcome) -> Result<()> {
+        w.put_many(List::Block, Origin::Crowdsec, &self.put)?;
+        out.written = self.put.len();
+        w.end(List::Block, &self.remove)?;
+        out.removed = self.remove.len();
         Ok(())
     }
 }
@@ -185,7 +160,7 @@ impl Bouncer {
     /// resyncs with a startup pull, which repairs both sides.
     pub fn apply(
         &mut self,
-        maps: &mut Maps,
+        w: &mut Writer,
         stream: Stream,
         startup: bool,
         outbox: &Outbox,
@@ -238,11 +213,11 @@ impl Bouncer {
             .collect();
         let mut batch = Batch::default();
         if startup {
-            self.resync(maps, news, now, &mut out, &mut batch)?;
+            self.resync(w, news, now, &mut out, &mut batch)?;
         } else {
-            self.delta(maps, news, dels, now, &mut out, &mut batch)?;
+            self.delta(w, news, dels, now, &mut out, &mut batch)?;
         }
-        batch.commit(maps, &mut out)?;
+        batch.commit(w, &mut out)?;
         Ok(out)
     }
 
@@ -263,7 +238,7 @@ impl Bouncer {
     /// A startup pull: the whole set replaces what we held.
     fn resync(
         &mut self,
-        maps: &mut Maps,
+        w: &Writer,
         news: Vec<New>,
         now: u64,
         out: &mut Outcome,
@@ -291,18 +266,22 @@ impl Bouncer {
                 .filter(|(id, _)| !kept.is_some_and(|k| k.ids.iter().any(|(i, _)| i == id)))
                 .count() as u64;
         }
-        let actual: HashMap<IpNet, ListEntry> = maps.list_all(List::Block)?.into_iter().collect();
+        let actual: HashMap<IpNet, ListRow> = w
+            .list_entries(List::Block)?
+            .into_iter()
+            .map(|r| (r.net, r))
+            .collect();
         for (net, h) in held.iter_mut() {
             let exp = h.expiry();
             match actual.get(net) {
-                Some(e) if live(e, now) && !is_crowdsec(e) => h.shadowed = true,
-                Some(e) if is_crowdsec(e) && e.expires_ns.abs_diff(exp) < SAME_EXPIRY_NS => {}
-                old => batch.put(*net, old.copied(), exp, &h.scenario),
+                Some(e) if e.live(now) && !is_crowdsec(e) => h.shadowed = true,
+                Some(e) if is_crowdsec(e) && expiry_ns(e).abs_diff(exp) < SAME_EXPIRY_NS => {}
+                old => batch.put(*net, old.cloned(), exp, &h.scenario),
             }
         }
         for (net, e) in actual {
             if is_crowdsec(&e) && !held.contains_key(&net) {
-                batch.remove.push((net, e));
+                batch.remove.push(e);
             }
         }
         self.held = held;
@@ -312,7 +291,7 @@ impl Bouncer {
     /// Deltas: deletions and new decisions, then the prefixes they touch.
     fn delta(
         &mut self,
-        maps: &mut Maps,
+        w: &Writer,
         news: Vec<New>,
         dels: Vec<(i64, IpNet)>,
         now: u64,
@@ -349,7 +328,7 @@ impl Bouncer {
                 .map(|(n, _)| *n),
         );
         for net in touched {
-            let old = maps.list_get(List::Block, &net)?;
+            let old = w.list_entry(List::Block, &net)?;
             let Some(h) = self.held.get_mut(&net) else {
                 continue;
             };
@@ -357,15 +336,15 @@ impl Bouncer {
             if h.ids.is_empty() {
                 self.held.remove(&net);
                 if let Some(e) = old.filter(is_crowdsec) {
-                    batch.remove.push((net, e));
+                    batch.remove.push(e);
                 }
                 continue;
             }
             let exp = h.expiry();
             h.shadowed = false;
             match old {
-                Some(e) if live(&e, now) && !is_crowdsec(&e) => h.shadowed = true,
-                Some(e) if is_crowdsec(&e) && e.expires_ns.abs_diff(exp) < SAME_EXPIRY_NS => {}
+                Some(e) if e.live(now) && !is_crowdsec(&e) => h.shadowed = true,
+                Some(e) if is_crowdsec(&e) && expiry_ns(&e).abs_diff(exp) < SAME_EXPIRY_NS => {}
                 old => batch.put(net, old, exp, &h.scenario),
             }
         }

@@ -8,10 +8,12 @@ use std::{
 };
 
 use anyhow::Result;
-use firewall_common::Origin;
 use serde::{Deserialize, Serialize};
 
-use crate::{clock::mono_ns, lists::List, maps::Maps, state};
+use crate::{
+    control::{Control, List, Origin},
+    state,
+};
 
 /// Counters for `/metrics`; they live in `DaemonCounters`, so they keep
 /// counting across reloads that restart the worker.
@@ -118,15 +120,9 @@ struct Report {
 pub fn run(pin_dir: &Path, json: bool) -> Result<()> {
     let status = read(pin_dir);
     let running = status.as_ref().is_some_and(|s| state::alive(s.pid));
-    let entries = Maps::open(pin_dir).ok().and_then(|m| {
-        let now = mono_ns();
-        let all = m.list_all(List::Block).ok()?;
-        Some(
-            all.iter()
-                .filter(|(_, e)| e.origin == Origin::Crowdsec as u8)
-                .filter(|(_, e)| e.expires_ns == 0 || e.expires_ns > now)
-                .count(),
-        )
+    let entries = Control::open(pin_dir).ok().and_then(|c| {
+        let live = c.list(List::Block).ok()?;
+        Some(live.iter().filter(|r| r.origin == Origin::Crowdsec).count())
     });
     let report = Report {
         configured: status.is_some(),

@@ -22,7 +22,7 @@ use super::{
     status::{self, Counters, Status},
     watcher::{Ban, Outbox},
 };
-use crate::{clock::rfc3339, daemon::events::EventLog, maps::Maps};
+use crate::{clock::rfc3339, control::Control, daemon::events::EventLog};
 
 /// Longest wait between retries while the LAPI fails.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
@@ -53,7 +53,7 @@ fn backoff(poll: Duration, failures: u32) -> Duration {
 struct Loop {
     w: Worker,
     lapi: Lapi,
-    maps: Option<Maps>,
+    control: Option<Control>,
     bouncer: Bouncer,
     outbox: Outbox,
     status: Status,
@@ -94,7 +94,7 @@ impl Worker {
         let mut l = Loop {
             w: self,
             lapi,
-            maps: None,
+            control: None,
             bouncer: Bouncer::default(),
             outbox: Outbox::default(),
             status,
@@ -221,20 +221,20 @@ impl Loop {
             Err(e) => return self.fail_pull(e.to_string()),
         };
         let received = Instant::now();
-        if self.maps.is_none() {
-            match Maps::open(&self.w.pin_dir) {
-                Ok(m) => self.maps = Some(m),
+        if self.control.is_none() {
+            match Control::open(&self.w.pin_dir) {
+                Ok(m) => self.control = Some(m),
                 Err(e) => return self.fail_pull(format!("opening the maps: {e:#}")),
             }
         }
-        let maps = self.maps.as_mut().expect("opened above");
-        let result = maps.write_lock().and_then(|_lock| {
+        let control = self.control.as_mut().expect("opened above");
+        let result = control.write().and_then(|mut w| {
             // A reload may have stopped this worker while it waited.
             if self.w.stop.load(Ordering::Relaxed) {
                 return Ok(None);
             }
             self.bouncer
-                .apply(maps, stream, startup, &self.outbox)
+                .apply(&mut w, stream, startup, &self.outbox)
                 .map(Some)
         });
         let out = match result {

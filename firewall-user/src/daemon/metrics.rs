@@ -10,7 +10,7 @@ use std::{
 };
 
 use anyhow::{Context, Result};
-use firewall_common::{Origin, Verdict};
+use firewall_common::Stat;
 use prometheus_client::{
     collector::Collector,
     encoding::{DescriptorEncoder, EncodeMetric},
@@ -22,7 +22,10 @@ use tokio::{
     net::TcpListener,
 };
 
-use crate::{commands::stats, lists::List, loader, maps::Maps};
+use crate::{
+    control::{read::Count, Control},
+    loader,
+};
 
 /// Counters the daemon itself keeps.
 #[derive(Debug, Default)]
@@ -43,7 +46,7 @@ pub fn count_tracked(pin_dir: PathBuf, daemon: Arc<DaemonCounters>) {
     std::thread::Builder::new()
         .name("count-sources".into())
         .spawn(move || loop {
-            if let Ok(n) = Maps::open(&pin_dir).and_then(|m| m.count_sources()) {
+            if let Ok(n) = Control::open(&pin_dir).and_then(|c| c.count_sources()) {
                 daemon.tracked_sources.store(n as u64, Ordering::Relaxed);
             }
             std::thread::sleep(std::time::Duration::from_secs(2));
@@ -171,19 +174,14 @@ impl Collector for FirewallCollector {
             &attached,
         )?;
         // The data plane may be gone (detached): export what the daemon knows.
-        let Ok(maps) = Maps::open(&self.pin_dir) else {
+        let Ok(control) = Control::open(&self.pin_dir) else {
             return Ok(());
         };
-        if let Ok(s) = stats::read(&maps) {
-            let rows = |f: fn(&stats::Count) -> u64| -> Vec<_> {
-                Verdict::ALL
+        if let Ok(s) = control.counters() {
+            let rows = |f: fn(&Count) -> u64| -> Vec<_> {
+                s.verdicts
                     .iter()
-                    .map(|v| {
-                        (
-                            vec![("verdict", v.name().to_string())],
-                            f(&s.verdicts[v.name()]),
-                        )
-                    })
+                    .map(|(v, c)| (vec![("verdict", v.name().to_string())], f(&c)))
                     .collect()
             };
             counter(
@@ -198,12 +196,23 @@ impl Collector for FirewallCollector {
                 "Bytes by verdict.",
                 &rows(|c| c.bytes),
             )?;
+            // By rule name, then verdict name, as before: one series per
+            // name even if two rules share it.
+            let mut by_name = std::collections::BTreeMap::new();
+            for r in &s.rules {
+                let by: std::collections::BTreeMap<&str, u64> = r
+                    .verdicts
+                    .iter()
+                    .map(|(v, c)| (v.name(), c.packets))
+                    .collect();
+                by_name.insert(r.name.clone(), by);
+            }
             let mut per_rule = Vec::new();
-            for (rule, by) in &s.rules {
-                for (v, c) in by {
+            for (rule, by) in &by_name {
+                for (v, packets) in by {
                     per_rule.push((
                         vec![("rule", rule.clone()), ("verdict", v.to_string())],
-                        c.packets,
+                        *packets,
                     ));
                 }
             }
@@ -217,28 +226,28 @@ impl Collector for FirewallCollector {
                 &mut enc,
                 "firewall_new_sources_admitted",
                 "Source prefixes given a bucket.",
-                &[(vec![], s.new_sources.admitted)],
+                &[(vec![], s.stats.get(Stat::NewSourceAdmitted))],
             )?;
             counter(
                 &mut enc,
                 "firewall_new_sources_refused",
                 "Packets of unseen prefixes refused by the [flood] guard.",
-                &[(vec![], s.new_sources.refused)],
+                &[(vec![], s.stats.get(Stat::NewSourceRefused))],
             )?;
             counter(
                 &mut enc,
                 "firewall_challenges",
                 "SYN challenges by result: sent (answered from XDP), passed (the source answered: it got a bucket), failed (a RST without the cookie), refused (answer budget spent or frame unanswerable).",
-                &s.challenges
+                &Stat::CHALLENGES
                     .iter()
-                    .map(|(r, n)| (vec![("result", r.to_string())], *n))
+                    .map(|(stat, r)| (vec![("result", r.to_string())], s.stats.get(*stat)))
                     .collect::<Vec<_>>(),
             )?;
             counter(
                 &mut enc,
                 "firewall_events_lost",
                 "Kernel events lost to a full ring buffer.",
-                &[(vec![], s.new_sources.events_lost)],
+                &[(vec![], s.stats.get(Stat::EventsLost))],
             )?;
         }
         let tracked = d.tracked_sources.load(Ordering::Relaxed) as i64;
@@ -252,23 +261,14 @@ impl Collector for FirewallCollector {
             &mut enc,
             "firewall_tracked_sources_capacity",
             "Capacity of the per-source table.",
-            &[(vec![], maps.sources_capacity().unwrap_or(0) as i64)],
+            &[(vec![], control.sources_capacity().unwrap_or(0) as i64)],
         )?;
-        let mut by_origin = [0i64; Origin::ALL.len()];
-        let now = crate::clock::mono_ns();
-        for (_, e) in maps.list_all(List::Block).unwrap_or_default() {
-            if e.expires_ns == 0 || e.expires_ns > now {
-                by_origin[Origin::from_u8(e.origin) as usize] += 1;
-            }
-        }
-        let rows: Vec<_> = Origin::ALL
+        let by_origin = control
+            .blocklist_by_origin()
+            .unwrap_or(firewall_common::Origin::ALL.map(|o| (o, 0)));
+        let rows: Vec<_> = by_origin
             .iter()
-            .map(|o| {
-                (
-                    vec![("origin", o.name().to_string())],
-                    by_origin[*o as usize],
-                )
-            })
+            .map(|(o, n)| (vec![("origin", o.name().to_string())], *n as i64))
             .collect();
         gauge(
             &mut enc,

@@ -15,7 +15,7 @@ use std::{
 
 use anyhow::{Context, Result};
 use aya::maps::{Map, MapData, RingBuf};
-use firewall_common::{event, maps as names, Event, Origin, Verdict};
+use firewall_common::{event, maps as names, Event, Verdict};
 use serde_json::json;
 use tokio::{
     io::unix::AsyncFd,
@@ -24,15 +24,11 @@ use tokio::{
 
 use crate::{
     addr::{addr_of, key_net},
-    apply::{apply, refresh_flags},
     cli::RunArgs,
     clock::{mono_ns, rfc3339},
-    commands,
+    control::{Control, List, Origin},
     error::bad,
-    fleet,
-    lists::List,
-    loader,
-    maps::Maps,
+    fleet, loader,
     policy::{self, Policy},
     state::{self, DaemonState},
 };
@@ -59,7 +55,7 @@ pub fn load_policy(path: &Path) -> Result<(Policy, Vec<policy::Problem>)> {
 struct Daemon {
     pin_dir: PathBuf,
     args: RunArgs,
-    maps: Maps,
+    control: Control,
     log: Arc<EventLog>,
     counters: Arc<DaemonCounters>,
     policy: Policy,
@@ -118,24 +114,24 @@ pub async fn run(pin_dir: &Path, args: RunArgs) -> Result<()> {
         migration,
         tick,
     } = loader::load(pin_dir, &policy.table)?;
-    let mut maps = Maps::open(pin_dir)?;
+    let mut control = Control::open(pin_dir)?;
     // The policy goes in before any new attachment, so no packet on a newly
     // attached interface meets an empty policy.
     {
-        let _lock = maps.write_lock()?;
+        let mut w = control.write()?;
         if !migration.is_empty() {
             for line in &migration.not_migrated {
                 eprintln!("warning: not migrated: {line}");
             }
-            maps.repair_prefix_lens()?;
+            w.repair_prefix_lens()?;
             log.emit("migrate", json!(migration));
         }
-        let moved = maps.move_hosts_out_of_tries()?;
+        let moved = w.move_hosts_out_of_tries()?;
         if moved > 0 {
             log.emit("migrate", json!({"hosts_moved_to_hash": moved}));
         }
-        maps.touch(|c| tick.set(c))?;
-        apply(&mut maps, &policy).context("applying the policy")?;
+        w.set_tick(tick)?;
+        w.apply(&policy).context("applying the policy")?;
     }
     if args.mode == loader::Mode::Tc && policy.syn_challenge.enabled {
         eprintln!(
@@ -173,7 +169,7 @@ pub async fn run(pin_dir: &Path, args: RunArgs) -> Result<()> {
         last_reload_ok: true,
     };
     state::write(pin_dir, &st).context("writing controller state")?;
-    let cfg = maps.config()?;
+    let cfg = control.config()?;
     log.emit(
         "start",
         json!({
@@ -191,7 +187,7 @@ pub async fn run(pin_dir: &Path, args: RunArgs) -> Result<()> {
         pin_dir: pin_dir.to_path_buf(),
         file_stamp: args.config.as_deref().and_then(stamp),
         args,
-        maps,
+        control,
         log,
         counters,
         policy,
@@ -339,26 +335,41 @@ impl Daemon {
             return;
         };
         self.file_stamp = stamp(&path);
-        let _lock = match self.maps.write_lock() {
-            Ok(l) => l,
+        let mut w = match self.control.write() {
+            Ok(w) => w,
             Err(e) => return eprintln!("error: reload: {e:#}"),
         };
         let result = load_policy(&path).and_then(|(mut p, _)| {
             if self.args.monitor {
                 p.defaults.monitor = true;
             }
-            apply(&mut self.maps, &p)?;
+            w.apply(&p)?;
             Ok(p)
         });
         self.state.last_reload = Some(rfc3339(SystemTime::now()));
         match result {
             Ok(p) => {
                 self.policy = p;
-                self.sync_crowdsec();
-                self.sync_fleet();
+                // Still under the lock: a worker stopped here writes
+                // nothing more (it checks its stop flag once it has the
+                // lock).
+                crate::crowdsec::sync(
+                    &mut self.crowdsec,
+                    self.policy.crowdsec.as_ref(),
+                    &self.pin_dir,
+                    &self.log,
+                    &self.counters,
+                );
+                fleet::sync(
+                    &mut self.fleet,
+                    self.policy.fleet.as_ref(),
+                    &self.pin_dir,
+                    &self.log,
+                    &self.fleet_stats,
+                );
                 self.counters.reloads_ok.fetch_add(1, Ordering::Relaxed);
                 self.state.last_reload_ok = true;
-                let generation = self.maps.config().map(|c| c.generation).unwrap_or(0);
+                let generation = w.config().map(|c| c.generation).unwrap_or(0);
                 self.log.emit("reload", json!({"result": "ok", "reason": why, "config": path, "generation": generation}));
             }
             Err(e) => {
@@ -384,48 +395,24 @@ impl Daemon {
         let now = mono_ns();
         // Most ticks have nothing to expire: scan only once the earliest
         // expiry writers noted has passed.
-        let next = self.maps.config()?.next_expiry_ns;
+        let next = self.control.config()?.next_expiry_ns;
         if next == 0 || next > now {
             return Ok(());
         }
-        let _lock = self.maps.write_lock()?;
-        let mut earliest = 0u64;
-        let mut changed = Vec::new();
-        for list in [List::Block, List::Allow] {
-            for (net, e) in self.maps.list_all(list)? {
-                if e.expires_ns == 0 {
-                    continue;
-                }
-                if e.expires_ns > now {
-                    if earliest == 0 || e.expires_ns < earliest {
-                        earliest = e.expires_ns;
-                    }
-                    continue;
-                }
-                commands::lists::end_runtime_entry(&mut self.maps, list, &net, &e)?;
-                changed.push((list, net));
-                let origin = Origin::from_u8(e.origin);
-                let name = if origin == Origin::Autoban {
-                    "unban"
-                } else {
-                    "expire"
-                };
-                self.log.emit(name, json!({"list": list.name(), "prefix": net.to_string(), "origin": origin.name()}));
-            }
+        for gone in self.control.write()?.expire(now)? {
+            let origin = gone.row.origin;
+            let name = if origin == Origin::Autoban {
+                "unban"
+            } else {
+                "expire"
+            };
+            self.log.emit(name, json!({"list": gone.list.name(), "prefix": gone.row.net.to_string(), "origin": origin.name()}));
         }
-        if !changed.is_empty() {
-            let bump = changed
-                .iter()
-                .any(|(list, net)| crate::apply::touches_cache(*list, &[*net]));
-            refresh_flags(&mut self.maps, bump)?;
-        }
-        // The hint is the controller's bookkeeping: no new generation.
-        self.maps.touch(|c| c.next_expiry_ns = earliest)?;
         Ok(())
     }
 
     fn kernel_event(&mut self, ev: &Event) {
-        let cfg = match self.maps.config() {
+        let cfg = match self.control.config() {
             Ok(c) => c,
             Err(_) => return,
         };
@@ -442,7 +429,7 @@ impl Daemon {
             .unwrap_or("?");
         let rule = (ev.key.rule > 0)
             .then(|| {
-                self.maps
+                self.control
                     .rule_names()
                     .ok()?
                     .get(ev.key.rule as usize - 1)
@@ -476,15 +463,14 @@ impl Daemon {
         let Some(ab) = self.policy.autoban.clone() else {
             return Ok(());
         };
-        if let Some(e) = self.maps.list_get(List::Block, &net)? {
-            if e.origin != Origin::Autoban as u8 {
+        if let Some(e) = self.control.list_entry(List::Block, &net)? {
+            if e.origin != Origin::Autoban {
                 return Ok(()); // Already blocked for good by hand, file or import.
             }
         }
-        let _lock = self.maps.write_lock()?;
+        let mut w = self.control.write()?;
         let ttl = self.strikes.ban(&ab, net, Instant::now());
-        commands::lists::add(
-            &mut self.maps,
+        w.add(
             List::Block,
             &[net],
             Origin::Autoban,

@@ -9,19 +9,14 @@ use std::{
 };
 
 use anyhow::Result;
-use firewall_common::{flags, Verdict};
+use firewall_common::Stat;
 use ipnet::IpNet;
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 
-use crate::{
-    commands::{
-        lists,
-        stats::{self, Count},
-        top::{self, Order},
-    },
-    lists::List,
-    loader,
-    maps::Maps,
+use crate::control::{
+    origin,
+    read::{Count, ListRow, Order, Source},
+    Control, List, Origin,
 };
 
 /// How many samples of history the sparklines keep (10 minutes at 1 s).
@@ -43,35 +38,31 @@ pub struct Snapshot {
     pub monitor: bool,
     pub generation: u32,
     /// The top sources in the current order.
-    pub sources: Vec<top::Row>,
+    pub sources: Vec<Source>,
     /// Every blocklist entry in force.
-    pub blocks: Vec<lists::Row>,
+    pub blocks: Vec<ListRow>,
 }
 
 /// Read everything the view shows.
-pub fn sample(maps: &Maps, n: usize, order: Order) -> Result<Snapshot> {
-    let s = stats::read(maps)?;
-    let cfg = maps.config()?;
-    let all = top::entries(maps)?;
-    let tracked = all.len();
-    let sources = top::rows_of(maps, all, n, order)?;
-    let attached = loader::attachments(&maps.dir)?
+pub fn sample(control: &Control, n: usize, order: Order) -> Result<Snapshot> {
+    let verdicts = control.verdicts()?;
+    let top = control.top(n, order)?;
+    let attached = control
+        .attached()?
         .into_iter()
         .map(|a| format!("{} ({})", a.iface, a.mode.name()))
         .collect();
+    let cfg = control.config()?;
     Ok(Snapshot {
-        verdicts: Verdict::ALL
-            .iter()
-            .map(|v| (v.name(), s.verdicts[v.name()]))
-            .collect(),
-        new_refused: s.new_sources.refused,
-        tracked,
-        capacity: maps.sources_capacity()?,
+        verdicts: verdicts.iter().map(|(v, c)| (v.name(), c)).collect(),
+        new_refused: control.stat(Stat::NewSourceRefused)?,
+        tracked: top.tracked,
+        capacity: control.sources_capacity()?,
         attached,
-        monitor: cfg.flags & flags::MONITOR != 0,
+        monitor: cfg.flags & firewall_common::flags::MONITOR != 0,
         generation: cfg.generation,
-        sources,
-        blocks: lists::rows(maps, List::Block)?,
+        sources: top.sources,
+        blocks: control.list(List::Block)?,
     })
 }
 
@@ -214,27 +205,27 @@ impl App {
         let found = self
             .selected_block
             .as_ref()
-            .is_some_and(|sel| bans.iter().any(|r| &r.cidr == sel));
+            .is_some_and(|sel| bans.iter().any(|r| r.net.to_string() == *sel));
         if !found {
-            self.selected_block = bans.first().map(|r| r.cidr.clone());
+            self.selected_block = bans.first().map(|r| r.net.to_string());
         }
     }
 
     /// The blocklist entries the bans pane shows: auto-bans first (soonest
     /// to expire first), then manual entries. Imports and the file's
     /// entries can be huge; they are only counted.
-    pub fn ban_rows(&self) -> Vec<&lists::Row> {
-        let mut v: Vec<&lists::Row> = self
+    pub fn ban_rows(&self) -> Vec<&ListRow> {
+        let mut v: Vec<&ListRow> = self
             .snap
             .blocks
             .iter()
-            .filter(|r| r.origin == "autoban" || r.origin == "manual")
+            .filter(|r| matches!(r.origin, Origin::Autoban | Origin::Manual))
             .collect();
         v.sort_by_key(|r| {
             (
-                r.origin != "autoban",
+                r.origin != Origin::Autoban,
                 r.expires_in_secs.unwrap_or(u64::MAX),
-                r.cidr.clone(),
+                r.net.to_string(),
             )
         });
         v
@@ -243,11 +234,16 @@ impl App {
     /// Blocklist entries by origin.
     pub fn block_counts(&self) -> BTreeMap<&'static str, usize> {
         let mut m = BTreeMap::new();
-        for o in ["config", "manual", "import", "autoban"] {
-            m.insert(o, 0);
+        for o in [
+            Origin::Config,
+            Origin::Manual,
+            Origin::Import,
+            Origin::Autoban,
+        ] {
+            m.insert(o.name(), 0);
         }
         for r in &self.snap.blocks {
-            *m.entry(r.origin).or_default() += 1;
+            *m.entry(r.origin.name()).or_default() += 1;
         }
         m
     }
@@ -259,19 +255,19 @@ impl App {
 
     pub fn selected_block_index(&self) -> Option<usize> {
         let sel = self.selected_block.as_ref()?;
-        self.ban_rows().iter().position(|r| &r.cidr == sel)
+        self.ban_rows()
+            .iter()
+            .position(|r| r.net.to_string() == *sel)
     }
 
     /// The blocklist entry that decides for `net`: the exact one, else the
     /// most specific entry containing it.
-    pub fn covering_block(&self, net: &IpNet) -> Option<&lists::Row> {
+    pub fn covering_block(&self, net: &IpNet) -> Option<&ListRow> {
         self.snap
             .blocks
             .iter()
-            .filter_map(|r| r.cidr.parse::<IpNet>().ok().map(|n| (n, r)))
-            .filter(|(n, _)| n.contains(net))
-            .max_by_key(|(n, _)| n.prefix_len())
-            .map(|(_, r)| r)
+            .filter(|r| r.net.contains(net))
+            .max_by_key(|r| r.net.prefix_len())
     }
 
     pub fn say(&mut self, text: impl Into<String>, ok: bool) {
@@ -373,14 +369,14 @@ impl App {
             Focus::Blocks => {
                 let bans = self.ban_rows();
                 let i = step(self.selected_block_index(), bans.len());
-                self.selected_block = i.map(|i| bans[i].cidr.clone());
+                self.selected_block = i.map(|i| bans[i].net.to_string());
             }
         }
     }
 
     fn selected_net(&self) -> Option<IpNet> {
         let i = self.selected_source_index()?;
-        self.snap.sources[i].prefix.parse().ok()
+        Some(self.snap.sources[i].net)
     }
 
     fn ask_block(&mut self) -> Action {
@@ -393,10 +389,14 @@ impl App {
             return Action::None;
         };
         if let Some(r) = self.covering_block(&net) {
-            let what = if r.cidr == net.to_string() {
-                format!("{net} is already blocked ({})", r.origin)
+            let what = if r.net == net {
+                format!("{net} is already blocked ({})", r.origin.name())
             } else {
-                format!("{net} is already blocked by {} ({})", r.cidr, r.origin)
+                format!(
+                    "{net} is already blocked by {} ({})",
+                    r.net,
+                    r.origin.name()
+                )
             };
             self.say(what, false);
             return Action::None;
@@ -434,18 +434,16 @@ impl App {
                 }
             }
         };
-        if row.origin == "config" {
+        if origin::from_file(row.origin) {
             self.say(
-                format!("{} comes from the policy file; remove it there", row.cidr),
+                format!("{} comes from the policy file; remove it there", row.net),
                 false,
             );
             return Action::None;
         }
-        let Ok(net) = row.cidr.parse::<IpNet>() else {
-            return Action::None;
-        };
+        let net = row.net;
         self.confirm = Some(Confirm {
-            question: format!("Unblock {net} ({})? [y/N]", row.origin),
+            question: format!("Unblock {net} ({})? [y/N]", row.origin.name()),
             action: Action::Unblock(net),
         });
         Action::None
@@ -461,9 +459,9 @@ impl App {
     }
 }
 
-/// The identity of a `top` row: its prefix and rule.
-pub fn key_of(r: &top::Row) -> (String, Option<String>) {
-    (r.prefix.clone(), r.rule.clone())
+/// The identity of a source row: its prefix and rule.
+pub fn key_of(r: &Source) -> (String, Option<String>) {
+    (r.net.to_string(), r.rule.clone())
 }
 
 #[cfg(test)]
@@ -474,25 +472,29 @@ mod tests {
         KeyEvent::new(c, KeyModifiers::NONE)
     }
 
-    fn row(prefix: &str, packets: u64, drops: u64) -> top::Row {
-        top::Row {
-            prefix: prefix.into(),
+    use crate::control::read::Class;
+    use firewall_common::Verdict;
+
+    fn row(prefix: &str, packets: u64, drops: u64) -> Source {
+        Source {
+            net: prefix.parse().unwrap(),
             rule: None,
             packets,
             drops,
             tokens: 0,
-            state: "limited",
+            class: Class::Limited,
         }
     }
 
-    fn block(cidr: &str, origin: &'static str) -> lists::Row {
-        lists::Row {
-            cidr: cidr.into(),
+    fn block(cidr: &str, origin: Origin) -> ListRow {
+        ListRow {
+            net: cidr.parse().unwrap(),
             origin,
-            expires: None,
-            expires_in_secs: (origin == "autoban").then_some(60),
+            expires_ns: None,
+            expires_in_secs: (origin == Origin::Autoban).then_some(60),
             hits: 0,
             comment: String::new(),
+            in_file: false,
         }
     }
 
@@ -515,8 +517,8 @@ mod tests {
             tracked: 25,
             sources: vec![row("198.51.100.2/32", 900, 800), row("192.0.2.2/32", 50, 0)],
             blocks: vec![
-                block("203.0.113.0/24", "config"),
-                block("198.51.100.9/32", "autoban"),
+                block("203.0.113.0/24", Origin::Config),
+                block("198.51.100.9/32", Origin::Autoban),
             ],
             ..Default::default()
         }
@@ -595,13 +597,13 @@ mod tests {
         s.sources.reverse();
         a.update(s, Instant::now() + Duration::from_secs(3));
         assert_eq!(a.selected_source_index(), Some(0));
-        assert_eq!(a.snap.sources[0].prefix, "192.0.2.2/32");
+        assert_eq!(a.snap.sources[0].net.to_string(), "192.0.2.2/32");
     }
 
     #[test]
     fn unblock_finds_the_covering_entry_and_refuses_config_entries() {
         let mut a = app();
-        a.snap.sources[0].prefix = "203.0.113.7/32".into();
+        a.snap.sources[0].net = "203.0.113.7/32".parse().unwrap();
         a.selected_source = Some(key_of(&a.snap.sources[0]));
         a.key(key(KeyCode::Char('u')));
         assert!(a.confirm.is_none());

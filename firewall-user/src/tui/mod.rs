@@ -26,7 +26,6 @@ use std::{
 };
 
 use anyhow::{Context, Result};
-use firewall_common::Origin;
 use ipnet::IpNet;
 use ratatui::{
     backend::CrosstermBackend,
@@ -39,7 +38,10 @@ use ratatui::{
     Terminal,
 };
 
-use crate::{commands, error::bad, lists::List, maps::Maps};
+use crate::{
+    control::{Control, List, Origin},
+    error::bad,
+};
 use app::{Action, App};
 
 /// Leaves raw mode and the alternate screen and shows the cursor. Safe to
@@ -121,21 +123,21 @@ pub fn run(pin_dir: &Path, n: usize, every: u64) -> Result<()> {
         ));
     }
     let interval = Duration::from_secs(every);
-    let mut maps = Maps::open(pin_dir)?;
+    let mut control = Control::open(pin_dir)?;
     let mut app = App::new(pin_dir.display().to_string(), interval, n.max(1));
     // The first reading before the screen changes: errors print plainly.
-    app.update(app::sample(&maps, app.n, app.order)?, Instant::now());
+    app.update(app::sample(&control, app.n, app.order)?, Instant::now());
     let stop = catch_signals();
     let _screen = Screen::enter()?;
     let mut term = Terminal::new(CrosstermBackend::new(stdout()))?;
     term.clear()?;
-    event_loop(&mut term, &mut app, &mut maps, pin_dir, &stop)
+    event_loop(&mut term, &mut app, &mut control, pin_dir, &stop)
 }
 
 fn event_loop(
     term: &mut Terminal<CrosstermBackend<Stdout>>,
     app: &mut App,
-    maps: &mut Maps,
+    control: &mut Control,
     pin_dir: &Path,
     stop: &AtomicBool,
 ) -> Result<()> {
@@ -154,16 +156,16 @@ fn event_loop(
                     match app.key(k) {
                         Action::None => {}
                         Action::Quit => return Ok(()),
-                        Action::Refresh => show(app, maps, pin_dir),
+                        Action::Refresh => show(app, control, pin_dir),
                         Action::Block(net) => {
-                            let r = change(maps, net, true);
+                            let r = change(control, net, true);
                             report(app, r, format!("blocked {net} (manual)"));
-                            show(app, maps, pin_dir);
+                            show(app, control, pin_dir);
                         }
                         Action::Unblock(net) => {
-                            let r = change(maps, net, false);
+                            let r = change(control, net, false);
                             report(app, r, format!("unblocked {net}"));
-                            show(app, maps, pin_dir);
+                            show(app, control, pin_dir);
                         }
                     }
                 }
@@ -176,9 +178,9 @@ fn event_loop(
                 next = now + app.interval;
             }
             if !app.paused {
-                match app::sample(maps, app.n, app.order) {
+                match app::sample(control, app.n, app.order) {
                     Ok(s) => app.update(s, now),
-                    Err(e) => lost(app, maps, pin_dir, e),
+                    Err(e) => lost(app, control, pin_dir, e),
                 }
             }
         }
@@ -186,28 +188,27 @@ fn event_loop(
 }
 
 /// Re-read what the view shows (after a key), without touching the rates.
-fn show(app: &mut App, maps: &mut Maps, pin_dir: &Path) {
-    match app::sample(maps, app.n, app.order) {
+fn show(app: &mut App, control: &mut Control, pin_dir: &Path) {
+    match app::sample(control, app.n, app.order) {
         Ok(s) => app.show(s),
-        Err(e) => lost(app, maps, pin_dir, e),
+        Err(e) => lost(app, control, pin_dir, e),
     }
 }
 
 /// A reading failed (detached, replaced): say so, and try the pins again.
-fn lost(app: &mut App, maps: &mut Maps, pin_dir: &Path, e: anyhow::Error) {
+fn lost(app: &mut App, control: &mut Control, pin_dir: &Path, e: anyhow::Error) {
     app.error = Some(format!("{e:#}"));
-    if let Ok(m) = Maps::open(pin_dir) {
-        *maps = m;
+    if let Ok(m) = Control::open(pin_dir) {
+        *control = m;
     }
 }
 
-/// `firewall block add NET` / `firewall block del NET`, the same code
+/// `firewall block add NET` / `firewall block del NET`: the same writer,
 /// under the same lock.
-fn change(maps: &mut Maps, net: IpNet, block: bool) -> Result<()> {
-    let _lock = maps.write_lock()?;
+fn change(control: &mut Control, net: IpNet, block: bool) -> Result<()> {
+    let mut w = control.write()?;
     if block {
-        commands::lists::add(
-            maps,
+        w.add(
             List::Block,
             &[net],
             Origin::Manual,
@@ -215,7 +216,7 @@ fn change(maps: &mut Maps, net: IpNet, block: bool) -> Result<()> {
             Some("firewall top"),
         )
     } else {
-        commands::lists::del(maps, List::Block, &[net])
+        w.delete(List::Block, &[net])
     }
 }
 

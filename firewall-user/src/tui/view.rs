@@ -26,7 +26,10 @@ use ratatui::{
 };
 
 use super::app::{App, Focus};
-use crate::commands::top::Order;
+use crate::control::{
+    read::{Class, Order},
+    Origin,
+};
 
 fn verdict_color(name: &str) -> Color {
     match name {
@@ -251,29 +254,26 @@ fn sources(f: &mut Frame, app: &App, area: Rect) {
         .sources
         .iter()
         .map(|r| {
-            let ban = r
-                .prefix
-                .parse()
-                .ok()
-                .and_then(|n| app.covering_block(&n))
+            let ban = app
+                .covering_block(&r.net)
                 .map(|b| match b.expires_in_secs {
-                    Some(s) => format!("{} {}", b.origin, secs(s)),
-                    None => b.origin.to_string(),
+                    Some(s) => format!("{} {}", b.origin.name(), secs(s)),
+                    None => b.origin.name().to_string(),
                 })
                 .unwrap_or_default();
-            let style = match r.state {
-                "blocked" => Style::default().fg(Color::Red),
-                "allowed" => Style::default().fg(Color::Cyan),
+            let style = match r.class {
+                Class::Blocked => Style::default().fg(Color::Red),
+                Class::Allowed => Style::default().fg(Color::Cyan),
                 _ if r.drops > 0 => Style::default().fg(Color::Yellow),
                 _ => Style::default(),
             };
             Row::new(vec![
-                r.prefix.clone(),
+                r.net.to_string(),
                 r.rule.clone().unwrap_or_else(|| "-".into()),
                 r.packets.to_string(),
                 r.drops.to_string(),
                 r.tokens.to_string(),
-                r.state.to_string(),
+                r.class.name().to_string(),
                 ban,
             ])
             .style(style)
@@ -314,12 +314,17 @@ fn bans(f: &mut Frame, app: &App, area: Rect) {
                 .expires_in_secs
                 .map(|s| format!("{} left", secs(s)))
                 .unwrap_or_else(|| "no expiry".into());
-            let style = if r.origin == "autoban" {
+            let style = if r.origin == Origin::Autoban {
                 Style::default().fg(Color::Red)
             } else {
                 Style::default()
             };
-            ListItem::new(format!("{:<20} {:<8} {left}", r.cidr, r.origin)).style(style)
+            ListItem::new(format!(
+                "{:<20} {:<8} {left}",
+                r.net.to_string(),
+                r.origin.name()
+            ))
+            .style(style)
         })
         .collect();
     let title = format!(" Bans and manual blocks ({}) ", rows.len());
@@ -366,7 +371,7 @@ fn footer(f: &mut Frame, app: &App, area: Rect) {
 mod tests {
     use super::*;
     use crate::{
-        commands::{lists, stats::Count, top},
+        control::read::{Count, ListRow, Source},
         tui::app::Snapshot,
     };
     use firewall_common::Verdict;
@@ -404,21 +409,22 @@ mod tests {
             capacity: 131072,
             attached: vec!["gw-a (xdp)".into()],
             generation: 2,
-            sources: vec![top::Row {
-                prefix: "198.51.100.2/32".into(),
+            sources: vec![Source {
+                net: "198.51.100.2/32".parse().unwrap(),
                 rule: None,
                 packets: 1000,
                 drops: 900,
                 tokens: 0,
-                state: "limited",
+                class: Class::Limited,
             }],
-            blocks: vec![lists::Row {
-                cidr: "198.51.100.9/32".into(),
-                origin: "autoban",
-                expires: None,
+            blocks: vec![ListRow {
+                net: "198.51.100.9/32".parse().unwrap(),
+                origin: Origin::Autoban,
+                expires_ns: None,
                 expires_in_secs: Some(600),
                 hits: 3,
                 comment: String::new(),
+                in_file: false,
             }],
             ..Default::default()
         };

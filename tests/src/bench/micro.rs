@@ -10,7 +10,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::PathBuf;
 
 use firewall_common::{maps as names, SourceKey, SourceState};
-use firewall_user::{apply::apply, loader, maps::Maps, policy};
+use firewall_user::{control::Control, loader, policy};
 
 use super::policy::{self as pol, Size, HIGH_RATE};
 use super::profile::Perf;
@@ -23,7 +23,7 @@ use tests::packet::Frame;
 pub struct Product {
     pub pin_dir: PathBuf,
     pub ebpf: Ebpf,
-    pub maps: Maps,
+    pub maps: Control,
 }
 
 impl Product {
@@ -44,9 +44,9 @@ impl Product {
             }
         };
         let ebpf = loaded.ebpf;
-        let mut maps = Maps::open(&pin_dir)?;
+        let mut maps = Control::open(&pin_dir)?;
         // The clock the product gets in production (`firewall run`).
-        maps.touch(|c| loaded.tick.set(c))?;
+        maps.write()?.set_tick(loaded.tick)?;
         Ok(Product {
             pin_dir,
             ebpf,
@@ -75,7 +75,7 @@ impl Product {
                     .join("; ")
             ),
         };
-        apply(&mut self.maps, &p)
+        self.maps.write()?.apply(&p)
     }
 }
 

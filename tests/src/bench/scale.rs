@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
 use firewall_common::{class, maps::SOURCES_CAPACITY, short_generation, SourceKey4, SourceState};
-use firewall_user::maps::Maps;
+use firewall_user::control::Control;
 
 use super::contenders::TempDir;
 use super::live::{self, Generator, SPOOF_BASE};
@@ -143,7 +143,7 @@ pub fn run(cfg: &Cfg) -> Result<Value> {
             w["profile"] = live::profile(&topo, &gen, cfg, &ids)
                 .unwrap_or_else(|e| json!({"error": format!("{e:#}")}));
         }
-        let entries_after = Maps::open(d.pin_dir())?.count_sources()?;
+        let entries_after = Control::open(d.pin_dir())?.count_sources()?;
         prefill.push(json!({
             "percent": pct, "pool": pool, "prefilled": inserted,
             "entries_before": present, "entries_after": entries_after,
@@ -210,8 +210,15 @@ fn wait_reload(d: &FirewallDaemon, seen: usize, timeout: Duration) -> Result<Val
 /// (10.0.0.0 + i), each with an empty bucket under the current limit, as
 /// if it had been flooding already. Returns (inserted, entries present).
 fn fill(d: &FirewallDaemon, n: u32) -> Result<(u32, usize)> {
-    let mut maps = Maps::open(d.pin_dir())?;
-    let cfg = maps.config()?;
+    let control = Control::open(d.pin_dir())?;
+    let cfg = control.config()?;
+    // The table the program fills with traffic, written directly: a
+    // gateway's state, not a control-plane change.
+    let mut sources: aya::maps::HashMap<_, SourceKey4, SourceState> =
+        aya::maps::Map::from_map_data(aya::maps::MapData::from_pin(
+            d.pin_dir().join(firewall_common::maps::SOURCES_V4),
+        )?)?
+        .try_into()?;
     let now = firewall_user::clock::mono_ns();
     let base = u32::from(SPOOF_BASE);
     let mut inserted = 0;
@@ -231,20 +238,19 @@ fn fill(d: &FirewallDaemon, n: u32) -> Result<(u32, usize)> {
             class_slot: SourceState::pack(class::LIMITED, 0),
             ..Default::default()
         };
-        maps.sources_v4
+        sources
             .insert(key, st, 0)
             .context("pre-filling the per-source table")?;
         inserted += 1;
     }
-    let present = maps.count_sources()?;
+    let present = control.count_sources()?;
     Ok((inserted, present))
 }
 
 /// Fills the IPv4 table with `n` tracked sources (10.0.0.0 + i) with
 /// batched updates: as the table of a gateway that has seen them.
 fn fill_batched(d: &FirewallDaemon, n: u32) -> Result<u32> {
-    let maps = Maps::open(d.pin_dir())?;
-    let cfg = maps.config()?;
+    let cfg = Control::open(d.pin_dir())?.config()?;
     let st = SourceState {
         packets: 1,
         generation: short_generation(cfg.generation),

@@ -33,7 +33,7 @@ use super::{
     outbox::Outbox,
     status::{self, Report, Stats},
 };
-use crate::{daemon::events::EventLog, maps::Maps, policy::fleet::Fleet};
+use crate::{control::Control, daemon::events::EventLog, policy::fleet::Fleet};
 
 /// How long one request to the bus may take before it counts as failed.
 const REQUEST: Duration = Duration::from_secs(2);
@@ -60,7 +60,7 @@ pub struct Worker {
     log: Arc<EventLog>,
     stats: Arc<Stats>,
     limits: Limits,
-    maps: Maps,
+    control: Control,
     outbox: Outbox,
     hints: HashMap<IpNet, (String, SystemTime)>,
     kv: Option<kv::Store>,
@@ -85,7 +85,7 @@ impl Worker {
         log: Arc<EventLog>,
         stats: Arc<Stats>,
     ) -> Result<Self> {
-        let maps = Maps::open(&pin_dir)?;
+        let control = Control::open(&pin_dir)?;
         let outbox = Outbox::load(Outbox::path(&pin_dir), cfg.outbox);
         let report = Report {
             server: cfg.servers.join(","),
@@ -106,7 +106,7 @@ impl Worker {
             pin_dir,
             log,
             stats,
-            maps,
+            control,
             outbox,
             hints: HashMap::new(),
             kv: None,
@@ -196,7 +196,7 @@ impl Worker {
         }
         // Every list change writes the config (exact hosts without a new
         // generation): its write count says when to look.
-        let writes = self.maps.config().ok().map(|c| c.writes);
+        let writes = self.control.config().ok().map(|c| c.writes);
         if writes != self.last_writes || self.last_scan.elapsed() >= RESCAN {
             self.last_writes = writes;
             self.scan();

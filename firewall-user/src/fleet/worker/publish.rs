@@ -26,24 +26,25 @@ impl Worker {
     /// the differences: new or changed ones as puts, gone ones as deletes.
     pub(super) fn scan(&mut self) {
         self.last_scan = Instant::now();
-        let now = match local::shared(&self.maps, &self.cfg.share) {
+        let now = match local::shared(&self.control, &self.cfg.share) {
             Ok(n) => n,
             Err(e) => return eprintln!("error: fleet: reading the blocklist: {e:#}"),
         };
         let mut seen = BTreeMap::new();
         let mut dropped = 0;
-        for (key, (net, e)) in &now {
+        for (key, e) in &now {
+            let net = &e.net;
             let s = Seen {
-                origin: e.origin,
-                expires_ns: e.expires_ns,
+                origin: e.origin as u8,
+                expires_ns: e.expires_ns.unwrap_or(0),
             };
             seen.insert(key.clone(), s);
             if self.outbox.seen().get(key) == Some(&s) {
                 continue;
             }
-            let origin = firewall_common::Origin::from_u8(e.origin).name();
+            let origin = e.origin.name();
             let (reason, at) = self.hints.remove(net).unwrap_or_else(|| {
-                let c = crate::text::unfixed(&e.comment);
+                let c = e.comment.clone();
                 (
                     if c.is_empty() { origin.to_string() } else { c },
                     SystemTime::now(),
@@ -55,7 +56,7 @@ impl Worker {
                 gateway: self.cfg.name.clone(),
                 reason: Some(reason),
                 created_at: time_text(at),
-                expires_at: (e.expires_ns != 0).then(|| time_text(wall_of(e.expires_ns))),
+                expires_at: e.expires_ns.map(|x| time_text(wall_of(x))),
             };
             dropped += self.outbox.push(key.clone(), Op::Put(rec));
         }

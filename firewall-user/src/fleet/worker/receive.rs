@@ -78,7 +78,7 @@ impl Worker {
         match e.operation {
             kv::Operation::Put => self.put(&e.key, &e.value, e.revision, catch_up),
             kv::Operation::Delete | kv::Operation::Purge => match net_of_key(&e.key) {
-                Some(net) => match local::remove(&mut self.maps, &net) {
+                Some(net) => match local::remove(&mut self.control, &net) {
                     Ok(true) => self.log.emit(
                         "fleet_remove",
                         json!({"prefix": net.to_string(), "revision": e.revision}),
@@ -106,7 +106,7 @@ impl Worker {
         if let Some(live) = &mut self.replay {
             live.insert(r.net);
         }
-        match local::apply(&mut self.maps, &r, now) {
+        match local::apply(&mut self.control, &r, now) {
             Ok(how @ (Applied::New | Applied::Updated)) => {
                 self.stats.received_from(&r.origin);
                 let age = now.duration_since(r.created_at).unwrap_or_default();
@@ -134,13 +134,13 @@ impl Worker {
             return;
         };
         self.replayed_once = true;
-        let stale: Vec<IpNet> = local::fleet_entries(&self.maps)
+        let stale: Vec<IpNet> = local::fleet_entries(&self.control)
             .unwrap_or_default()
             .into_iter()
             .filter(|n| !live.contains(n))
             .collect();
         for net in &stale {
-            if let Ok(true) = local::remove(&mut self.maps, net) {
+            if let Ok(true) = local::remove(&mut self.control, net) {
                 self.log.emit(
                     "fleet_remove",
                     json!({"prefix": net.to_string(), "reason": "not in the bucket"}),

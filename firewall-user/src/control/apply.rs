@@ -10,11 +10,11 @@ use firewall_common::{
 };
 use ipnet::IpNet;
 
-use crate::{
+use super::{
     lists::{is_host, List},
     maps::Maps,
-    policy::{Policy, Protocol},
 };
+use crate::policy::{Policy, Protocol};
 
 /// A first-drop event for a source is sent again only after this quiet time.
 pub const EVENT_QUIET_NS: u64 = 10_000_000_000;
@@ -40,7 +40,7 @@ pub fn per_cpu_share(total: u64, cpus: u64) -> u64 {
 
 /// Apply a whole policy atomically: stage the lists, limit classes, rules
 /// and config in the inactive set, flip, then bring the other set in line.
-pub fn apply(maps: &mut Maps, policy: &Policy) -> Result<()> {
+pub(super) fn apply(maps: &mut Maps, policy: &Policy) -> Result<()> {
     let allow = desired_list(maps, List::Allow, &policy.allow)?;
     let block = desired_list(maps, List::Block, &policy.block)?;
     let limits = desired_limits(maps, policy)?;
@@ -223,14 +223,14 @@ const CONTENT: u32 = flags::ALLOW_V4
 /// classification: prefixes are cached per source, and so is an allowed
 /// host; blocked hosts are looked up before the cache and need no new
 /// generation.
-pub fn touches_cache(list: List, nets: &[IpNet]) -> bool {
+pub(super) fn touches_cache(list: List, nets: &[IpNet]) -> bool {
     list == List::Allow || nets.iter().any(|n| !is_host(n))
 }
 
 /// Recompute the content flags from the active maps and publish them, with
 /// a new generation when `bump` (cached classifications may have changed:
 /// see `touches_cache`), after run-time deletions and expiry.
-pub fn refresh_flags(maps: &mut Maps, bump: bool) -> Result<()> {
+pub(super) fn refresh_flags(maps: &mut Maps, bump: bool) -> Result<()> {
     let allow = maps.list_all(List::Allow)?;
     let block = maps.list_all(List::Block)?;
     let limits = maps.limit_all()?;
@@ -374,7 +374,12 @@ fn write_rules(maps: &mut Maps, set: usize, policy: &Policy) -> Result<()> {
 /// host that could overlap sets the allow-over-block flag), and bump the
 /// generation only when prefixes changed. `expires_ns` (0 = never) moves
 /// the controller's next expiry scan earlier.
-pub fn note_added(maps: &mut Maps, list: List, nets: &[IpNet], expires_ns: u64) -> Result<()> {
+pub(super) fn note_added(
+    maps: &mut Maps,
+    list: List,
+    nets: &[IpNet],
+    expires_ns: u64,
+) -> Result<()> {
     let cfg = maps.config()?;
     let fam = |n: &IpNet, f4: u32, f6: u32| if matches!(n, IpNet::V4(_)) { f4 } else { f6 };
     let mut f = cfg.flags;

@@ -15,11 +15,11 @@ use firewall_common::{
 };
 
 /// The allow or block list of one address family: prefixes in a trie...
-pub type V4List = LpmTrie<MapData, AddrV4, ListEntry>;
-pub type V6List = LpmTrie<MapData, AddrV6, ListEntry>;
+pub(super) type V4List = LpmTrie<MapData, AddrV4, ListEntry>;
+pub(super) type V6List = LpmTrie<MapData, AddrV6, ListEntry>;
 /// ... and exact hosts (/32, /128) in a hash keyed by the address.
-pub type V4Hosts = HashMap<MapData, AddrV4, ListEntry>;
-pub type V6Hosts = HashMap<MapData, AddrV6, ListEntry>;
+pub(super) type V4Hosts = HashMap<MapData, AddrV4, ListEntry>;
+pub(super) type V6Hosts = HashMap<MapData, AddrV6, ListEntry>;
 
 /// Every map of the data plane, opened from the pin directory.
 ///
@@ -28,30 +28,31 @@ pub type V6Hosts = HashMap<MapData, AddrV6, ListEntry>;
 /// hold the same entries: run-time edits write both. Changes to the config
 /// are written to the inactive slot and published by flipping `active`, so
 /// a packet never reads a half-written config; a reload stages its lists
-/// in the inactive set the same way. Writers serialise on `write_lock`.
-pub struct Maps {
-    pub dir: PathBuf,
-    pub config: Array<MapData, Config>,
-    pub active: Array<MapData, u32>,
-    pub counters: PerCpuArray<MapData, Counter>,
-    pub rule_counters: PerCpuArray<MapData, Counter>,
-    pub stats: PerCpuArray<MapData, u64>,
-    pub sources_v4: HashMap<MapData, SourceKey4, SourceState>,
-    pub sources_v6: HashMap<MapData, SourceKey6, SourceState>,
+/// in the inactive set the same way. Writers serialise on `write_lock`,
+/// taken by `Control::write` and only there.
+pub(super) struct Maps {
+    pub(super) dir: PathBuf,
+    pub(super) config: Array<MapData, Config>,
+    pub(super) active: Array<MapData, u32>,
+    pub(super) counters: PerCpuArray<MapData, Counter>,
+    pub(super) rule_counters: PerCpuArray<MapData, Counter>,
+    pub(super) stats: PerCpuArray<MapData, u64>,
+    pub(super) sources_v4: HashMap<MapData, SourceKey4, SourceState>,
+    pub(super) sources_v6: HashMap<MapData, SourceKey6, SourceState>,
     /// `[[limit]]` class limits by slot, per set (`set * LIMIT_SLOTS + slot`).
-    pub limits: Array<MapData, Limit>,
-    pub allow_v4: [V4List; 2],
-    pub allow_v6: [V6List; 2],
-    pub block_v4: [V4List; 2],
-    pub block_v6: [V6List; 2],
-    pub allow_host_v4: [V4Hosts; 2],
-    pub allow_host_v6: [V6Hosts; 2],
-    pub block_host_v4: [V4Hosts; 2],
-    pub block_host_v6: [V6Hosts; 2],
-    pub limit_v4: [LpmTrie<MapData, AddrV4, LimitEntry>; 2],
-    pub limit_v6: [LpmTrie<MapData, AddrV6, LimitEntry>; 2],
-    pub rules: Array<MapData, Rule>,
-    pub rule_ports: Array<MapData, u8>,
+    pub(super) limits: Array<MapData, Limit>,
+    pub(super) allow_v4: [V4List; 2],
+    pub(super) allow_v6: [V6List; 2],
+    pub(super) block_v4: [V4List; 2],
+    pub(super) block_v6: [V6List; 2],
+    pub(super) allow_host_v4: [V4Hosts; 2],
+    pub(super) allow_host_v6: [V6Hosts; 2],
+    pub(super) block_host_v4: [V4Hosts; 2],
+    pub(super) block_host_v6: [V6Hosts; 2],
+    pub(super) limit_v4: [LpmTrie<MapData, AddrV4, LimitEntry>; 2],
+    pub(super) limit_v6: [LpmTrie<MapData, AddrV6, LimitEntry>; 2],
+    pub(super) rules: Array<MapData, Rule>,
+    pub(super) rule_ports: Array<MapData, u8>,
 }
 
 fn open(dir: &Path, name: &str) -> Result<Map> {
@@ -74,7 +75,7 @@ macro_rules! typed {
 }
 
 impl Maps {
-    pub fn open(dir: &Path) -> Result<Self> {
+    pub(super) fn open(dir: &Path) -> Result<Self> {
         Ok(Maps {
             dir: dir.to_path_buf(),
             config: typed!(dir, names::CONFIG),
@@ -131,12 +132,12 @@ impl Maps {
     }
 
     /// The set packets use now (0 or 1).
-    pub fn active_set(&self) -> Result<usize> {
+    pub(super) fn active_set(&self) -> Result<usize> {
         Ok(self.active.get(&0, 0)? as usize & 1)
     }
 
     /// The config packets use now.
-    pub fn config(&self) -> Result<Config> {
+    pub(super) fn config(&self) -> Result<Config> {
         Ok(self.config.get(&(self.active_set()? as u32), 0)?)
     }
 
@@ -144,7 +145,7 @@ impl Maps {
     /// re-classifies on its next packet: written to the inactive slot, with
     /// the active slot's rules copied along, then made active. The caller
     /// holds `write_lock`; both sets of tries hold the same entries.
-    pub fn bump(&mut self, f: impl FnOnce(&mut Config)) -> Result<Config> {
+    pub(super) fn bump(&mut self, f: impl FnOnce(&mut Config)) -> Result<Config> {
         self.copy_rules_to_inactive()?;
         self.publish(f)
     }
@@ -152,7 +153,7 @@ impl Maps {
     /// Like `bump`, for changes that no cached classification depends on
     /// (exact-host flags, the controller's expiry hint): tracked sources
     /// keep their cached class.
-    pub fn touch(&mut self, f: impl FnOnce(&mut Config)) -> Result<Config> {
+    pub(super) fn touch(&mut self, f: impl FnOnce(&mut Config)) -> Result<Config> {
         self.copy_rules_to_inactive()?;
         self.write_config(f, false)
     }
@@ -170,7 +171,7 @@ impl Maps {
 
     /// Write the config to the inactive slot with a new generation and
     /// flip `active` to it.
-    pub fn publish(&mut self, f: impl FnOnce(&mut Config)) -> Result<Config> {
+    pub(super) fn publish(&mut self, f: impl FnOnce(&mut Config)) -> Result<Config> {
         self.write_config(f, true)
     }
 
@@ -197,7 +198,7 @@ impl Maps {
     }
 
     /// Names of the rules in force, in order.
-    pub fn rule_names(&self) -> Result<Vec<String>> {
+    pub(super) fn rule_names(&self) -> Result<Vec<String>> {
         let set = self.active_set()? as u32;
         let cfg = self.config()?;
         (0..cfg.rule_count as u32)
@@ -211,7 +212,7 @@ impl Maps {
 
     /// Serialise writers (CLI commands, the daemon's reloads, expiry and
     /// bans) on one pin directory. Released when the file is dropped.
-    pub fn write_lock(&self) -> Result<std::fs::File> {
+    pub(super) fn write_lock(&self) -> Result<std::fs::File> {
         let path = crate::state::path(&self.dir).with_extension("lock");
         if let Some(d) = path.parent() {
             std::fs::create_dir_all(d)?;
@@ -236,12 +237,12 @@ impl Maps {
     }
 
     /// Counters per verdict, summed over CPUs.
-    pub fn verdict_totals(&self) -> Result<Vec<Counter>> {
+    pub(super) fn verdict_totals(&self) -> Result<Vec<Counter>> {
         sum_counters(&self.counters, firewall_common::N_VERDICTS)
     }
 
     /// Counters of rule `i` per verdict, summed over CPUs.
-    pub fn rule_totals(&self, rule: u32) -> Result<Vec<Counter>> {
+    pub(super) fn rule_totals(&self, rule: u32) -> Result<Vec<Counter>> {
         let n = firewall_common::N_VERDICTS;
         (0..n)
             .map(|v| {
@@ -253,7 +254,7 @@ impl Maps {
 
     /// Source prefixes in the per-source tables: a batched walk (about as
     /// long as a memory copy of the tables), falling back to key by key.
-    pub fn count_sources(&self) -> Result<usize> {
+    pub(super) fn count_sources(&self) -> Result<usize> {
         let count = |name: &str, key: usize, fallback: &dyn Fn() -> usize| -> Result<usize> {
             let data = MapData::from_pin(self.dir.join(name))?;
             Ok(
@@ -274,7 +275,7 @@ impl Maps {
 
     /// Every tracked source, both families (entries evicted meanwhile are
     /// skipped).
-    pub fn sources(&self) -> Vec<(SourceKey, SourceState)> {
+    pub(super) fn sources(&self) -> Vec<(SourceKey, SourceState)> {
         let v4 = self
             .sources_v4
             .iter()
@@ -289,7 +290,7 @@ impl Maps {
     }
 
     /// The tracked state of one source, if any.
-    pub fn source(&self, key: &SourceKey) -> Option<SourceState> {
+    pub(super) fn source(&self, key: &SourceKey) -> Option<SourceState> {
         if key.family == 4 {
             self.sources_v4.get(&key.v4(), 0).ok()
         } else {
@@ -298,7 +299,7 @@ impl Maps {
     }
 
     /// Forget every tracked source (they start again with a full bucket).
-    pub fn clear_sources(&mut self) -> Result<()> {
+    pub(super) fn clear_sources(&mut self) -> Result<()> {
         let k4: Vec<SourceKey4> = self.sources_v4.keys().flatten().collect();
         for k in k4 {
             let _ = self.sources_v4.remove(&k);
@@ -311,7 +312,7 @@ impl Maps {
     }
 
     /// The limit a tracked source is held to, as the program finds it.
-    pub fn limit_of(&self, key: &SourceKey, st: &SourceState) -> Result<Limit> {
+    pub(super) fn limit_of(&self, key: &SourceKey, st: &SourceState) -> Result<Limit> {
         let cfg = self.config()?;
         let set = cfg.set as u32 & 1;
         if st.slot() != 0 {
@@ -329,13 +330,18 @@ impl Maps {
     }
 
     /// Capacity of each per-source table, as loaded (`[table] max_sources`).
-    pub fn sources_capacity(&self) -> Result<u32> {
+    pub(super) fn sources_capacity(&self) -> Result<u32> {
         let data = MapData::from_pin(self.dir.join(names::SOURCES_V4))?;
         Ok(data.info()?.max_entries())
     }
 
-    pub fn stat(&self, s: firewall_common::Stat) -> Result<u64> {
-        Ok(self.stats.get(&(s as u32), 0)?.iter().sum())
+    pub(super) fn stat(&self, s: firewall_common::Stat) -> Result<u64> {
+        self.stat_at(s as u32)
+    }
+
+    /// The statistic in slot `i`, summed over CPUs.
+    pub(super) fn stat_at(&self, i: u32) -> Result<u64> {
+        Ok(self.stats.get(&i, 0)?.iter().sum())
     }
 }
 
@@ -353,10 +359,10 @@ fn sum_counters(map: &PerCpuArray<MapData, Counter>, n: u32) -> Result<Vec<Count
 }
 
 /// LPM key helpers.
-pub fn key_v4(prefix: u8, addr: AddrV4) -> Key<AddrV4> {
+pub(super) fn key_v4(prefix: u8, addr: AddrV4) -> Key<AddrV4> {
     Key::new(prefix as u32, addr)
 }
 
-pub fn key_v6(prefix: u8, addr: AddrV6) -> Key<AddrV6> {
+pub(super) fn key_v6(prefix: u8, addr: AddrV6) -> Key<AddrV6> {
     Key::new(prefix as u32, addr)
 }

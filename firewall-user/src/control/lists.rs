@@ -10,10 +10,8 @@ use aya::maps::MapError;
 use firewall_common::{LimitEntry, ListEntry};
 use ipnet::IpNet;
 
-use crate::{
-    addr::{v4_bytes, v6_bytes},
-    maps::{key_v4, key_v6, Maps},
-};
+use super::maps::{key_v4, key_v6, Maps};
+use crate::addr::{v4_bytes, v6_bytes};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum List {
@@ -90,7 +88,7 @@ macro_rules! by_family {
 
 /// The `LIMITS` slots of one set's classes.
 #[derive(Default)]
-pub struct Slots {
+pub(super) struct Slots {
     by_net: std::collections::HashMap<IpNet, u16>,
 }
 
@@ -114,15 +112,15 @@ impl Slots {
     }
 
     /// Forget a removed class's slot.
-    pub fn free(&mut self, net: &IpNet) {
+    pub(super) fn free(&mut self, net: &IpNet) {
         self.by_net.remove(net);
     }
 }
 
 /// Every entry of an IPv4 and an IPv6 trie.
 fn trie_entries(
-    v4: &crate::maps::V4List,
-    v6: &crate::maps::V6List,
+    v4: &super::maps::V4List,
+    v6: &super::maps::V6List,
 ) -> Result<Vec<(IpNet, ListEntry)>> {
     let mut out = Vec::new();
     for item in v4.iter() {
@@ -137,7 +135,7 @@ fn trie_entries(
 }
 
 /// Whether `net` is one address: such entries go to the host hashes.
-pub fn is_host(net: &IpNet) -> bool {
+pub(super) fn is_host(net: &IpNet) -> bool {
     net.prefix_len() == net.max_prefix_len()
 }
 
@@ -163,18 +161,23 @@ macro_rules! pick {
 
 impl Maps {
     /// The entry for exactly `net` (not a covering prefix) in set `set`.
-    pub fn list_get_in(&self, set: usize, list: List, net: &IpNet) -> Result<Option<ListEntry>> {
+    pub(super) fn list_get_in(
+        &self,
+        set: usize,
+        list: List,
+        net: &IpNet,
+    ) -> Result<Option<ListEntry>> {
         let e = pick!(self, set, list, net, ,
             trie |t, k| found(t.get(&k, 0))?,
             host |h, k| found(h.get(&k, 0))?);
         Ok(e.filter(|e| e.prefix_len == net.prefix_len()))
     }
 
-    pub fn list_get(&self, list: List, net: &IpNet) -> Result<Option<ListEntry>> {
+    pub(super) fn list_get(&self, list: List, net: &IpNet) -> Result<Option<ListEntry>> {
         self.list_get_in(self.active_set()?, list, net)
     }
 
-    pub fn list_put_in(
+    pub(super) fn list_put_in(
         &mut self,
         set: usize,
         list: List,
@@ -197,14 +200,14 @@ impl Maps {
     }
 
     /// Insert into both sets.
-    pub fn list_put(&mut self, list: List, net: &IpNet, entry: ListEntry) -> Result<()> {
+    pub(super) fn list_put(&mut self, list: List, net: &IpNet, entry: ListEntry) -> Result<()> {
         for set in [0, 1] {
             self.list_put_in(set, list, net, entry)?;
         }
         Ok(())
     }
 
-    pub fn list_del_in(&mut self, set: usize, list: List, net: &IpNet) -> Result<bool> {
+    pub(super) fn list_del_in(&mut self, set: usize, list: List, net: &IpNet) -> Result<bool> {
         pick!(
             self,
             set,
@@ -219,14 +222,14 @@ impl Maps {
     }
 
     /// Remove exactly `net` from both sets; false if it was not there.
-    pub fn list_del(&mut self, list: List, net: &IpNet) -> Result<bool> {
+    pub(super) fn list_del(&mut self, list: List, net: &IpNet) -> Result<bool> {
         let a = self.list_del_in(0, list, net)?;
         let b = self.list_del_in(1, list, net)?;
         Ok(a || b)
     }
 
     /// Every entry of a list in set `set`, both families, hosts and prefixes.
-    pub fn list_all_in(&self, set: usize, list: List) -> Result<Vec<(IpNet, ListEntry)>> {
+    pub(super) fn list_all_in(&self, set: usize, list: List) -> Result<Vec<(IpNet, ListEntry)>> {
         let (v4, v6, h4, h6) = match list {
             List::Allow => (
                 &self.allow_v4[set],
@@ -253,13 +256,13 @@ impl Maps {
         Ok(out)
     }
 
-    pub fn list_all(&self, list: List) -> Result<Vec<(IpNet, ListEntry)>> {
+    pub(super) fn list_all(&self, list: List) -> Result<Vec<(IpNet, ListEntry)>> {
         self.list_all_in(self.active_set()?, list)
     }
 
     /// Insert many entries into both sets, in batches of `chunk`; `progress`
     /// is told how many are done after each batch.
-    pub fn list_put_many(
+    pub(super) fn list_put_many(
         &mut self,
         list: List,
         entries: &[(IpNet, ListEntry)],
@@ -331,7 +334,7 @@ impl Maps {
 
     /// Exact hosts that an older layout kept in the tries move to the host
     /// hashes, where lookups and the CLI look for them.
-    pub fn move_hosts_out_of_tries(&mut self) -> Result<usize> {
+    pub(super) fn move_hosts_out_of_tries(&mut self) -> Result<usize> {
         let mut moved = 0;
         for set in [0, 1] {
             for list in [List::Allow, List::Block] {
@@ -367,7 +370,7 @@ impl Maps {
 
     /// Entries migrated from a layout without `prefix_len` get it from their
     /// key again (exact lookups depend on it).
-    pub fn repair_prefix_lens(&mut self) -> Result<()> {
+    pub(super) fn repair_prefix_lens(&mut self) -> Result<()> {
         for set in [0, 1] {
             for list in [List::Allow, List::Block] {
                 for (net, e) in self.list_all_in(set, list)? {
@@ -385,7 +388,7 @@ impl Maps {
         Ok(())
     }
 
-    pub fn limit_get(&self, net: &IpNet) -> Result<Option<LimitEntry>> {
+    pub(super) fn limit_get(&self, net: &IpNet) -> Result<Option<LimitEntry>> {
         let set = self.active_set()?;
         let e = by_family!(net, &self.limit_v4[set], &self.limit_v6[set], |t, k| found(
             t.get(&k, 0)
@@ -395,13 +398,18 @@ impl Maps {
 
     /// Insert a class into set `set`, giving it a slot in `LIMITS` (its
     /// old one if the prefix had one) and writing its limit there.
-    pub fn limit_put_in(&mut self, set: usize, net: &IpNet, entry: LimitEntry) -> Result<()> {
+    pub(super) fn limit_put_in(
+        &mut self,
+        set: usize,
+        net: &IpNet,
+        entry: LimitEntry,
+    ) -> Result<()> {
         let mut slots = self.limit_slots_in(set)?;
         self.limit_put_slotted(set, net, entry, &mut slots)
     }
 
     /// Which slot each class of set `set` has.
-    pub fn limit_slots_in(&self, set: usize) -> Result<Slots> {
+    pub(super) fn limit_slots_in(&self, set: usize) -> Result<Slots> {
         let mut s = Slots::default();
         for (net, e) in self.limit_all_in(set)? {
             s.by_net.insert(net, e.slot);
@@ -410,7 +418,7 @@ impl Maps {
     }
 
     /// `limit_put_in` with the set's slots already read (for many puts).
-    pub fn limit_put_slotted(
+    pub(super) fn limit_put_slotted(
         &mut self,
         set: usize,
         net: &IpNet,
@@ -435,14 +443,14 @@ impl Maps {
     }
 
     /// Insert into both sets.
-    pub fn limit_put(&mut self, net: &IpNet, entry: LimitEntry) -> Result<()> {
+    pub(super) fn limit_put(&mut self, net: &IpNet, entry: LimitEntry) -> Result<()> {
         for set in [0, 1] {
             self.limit_put_in(set, net, entry)?;
         }
         Ok(())
     }
 
-    pub fn limit_del_in(&mut self, set: usize, net: &IpNet) -> Result<bool> {
+    pub(super) fn limit_del_in(&mut self, set: usize, net: &IpNet) -> Result<bool> {
         by_family!(
             net,
             &mut self.limit_v4[set],
@@ -451,13 +459,13 @@ impl Maps {
         )
     }
 
-    pub fn limit_del(&mut self, net: &IpNet) -> Result<bool> {
+    pub(super) fn limit_del(&mut self, net: &IpNet) -> Result<bool> {
         let a = self.limit_del_in(0, net)?;
         let b = self.limit_del_in(1, net)?;
         Ok(a || b)
     }
 
-    pub fn limit_all_in(&self, set: usize) -> Result<Vec<(IpNet, LimitEntry)>> {
+    pub(super) fn limit_all_in(&self, set: usize) -> Result<Vec<(IpNet, LimitEntry)>> {
         let mut out = Vec::new();
         for item in self.limit_v4[set].iter() {
             let (k, v) = item?;
@@ -470,7 +478,7 @@ impl Maps {
         Ok(out)
     }
 
-    pub fn limit_all(&self) -> Result<Vec<(IpNet, LimitEntry)>> {
+    pub(super) fn limit_all(&self) -> Result<Vec<(IpNet, LimitEntry)>> {
         self.limit_all_in(self.active_set()?)
     }
 }
