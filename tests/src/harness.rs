@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use aya::{
-    programs::{ProgramError, SchedClassifier, TestRun, TestRunOptions, Xdp},
+    programs::{ProgramError, SchedClassifier, TestRun, TestRunOptions, TestRunResult, Xdp},
     Ebpf,
 };
 use firewall_common::{maps as names, Counter, Verdict, N_VERDICTS};
@@ -73,18 +73,7 @@ impl Harness {
             repeat: repeat.max(1),
             ..Default::default()
         };
-        let r = match hook {
-            Hook::Xdp => {
-                let p: &mut Xdp = self.ebpf.program_mut(names::PROG_XDP).unwrap().try_into()?;
-                p.test_run(opts)?
-            }
-            Hook::Tc => {
-                let p: &mut SchedClassifier =
-                    self.ebpf.program_mut(names::PROG_TC).unwrap().try_into()?;
-                p.test_run(opts)?
-            }
-        };
-        Ok(r.return_value)
+        Ok(self.test_run(hook, opts)?.return_value)
     }
 
     /// Run `frame` once; the return value and the frame as the program
@@ -96,19 +85,27 @@ impl Harness {
             data_out: Some(&mut out),
             ..Default::default()
         };
-        let r = match hook {
+        let r = self.test_run(hook, opts)?;
+        out.truncate(r.data_size_out as usize);
+        Ok((r.return_value, out))
+    }
+
+    fn test_run(
+        &mut self,
+        hook: Hook,
+        opts: TestRunOptions<'_>,
+    ) -> Result<TestRunResult, ProgramError> {
+        match hook {
             Hook::Xdp => {
                 let p: &mut Xdp = self.ebpf.program_mut(names::PROG_XDP).unwrap().try_into()?;
-                p.test_run(opts)?
+                p.test_run(opts)
             }
             Hook::Tc => {
                 let p: &mut SchedClassifier =
                     self.ebpf.program_mut(names::PROG_TC).unwrap().try_into()?;
-                p.test_run(opts)?
+                p.test_run(opts)
             }
-        };
-        out.truncate(r.data_size_out as usize);
-        Ok((r.return_value, out))
+        }
     }
 
     /// A data-plane statistic, summed over CPUs.
