@@ -157,26 +157,36 @@ pub fn url(addr: IpAddr, path: &str) -> String {
 
 /// `hping3 -S --flood --rand-source` at `dst` port 80 from `ns`, one per
 /// CPU (pinned), for `secs` seconds; the forged SYNs they sent in all.
+/// The flood stands for other machines: it runs at the lowest priority and
+/// takes the CPU time that the gateway's threads and the clients leave.
 pub fn syn_flood(ns: &str, dst: IpAddr, secs: u64) -> Result<u64> {
-    hping(ns, &["-S", "-p", "80", "--flood"], dst, secs)
+    hping(ns, &["-S", "-p", "80", "--flood"], dst, secs, 19)
 }
 
 /// `hping3 --rand-source ARGS DST` from `ns`, one per CPU (pinned, so that
-/// every CPU's share of the per-CPU budgets sees it), for `secs` seconds;
-/// the packets they sent in all.
-pub fn hping(ns: &str, args: &[&str], dst: IpAddr, secs: u64) -> Result<u64> {
+/// every CPU's share of the per-CPU budgets sees it) at priority `nice`,
+/// for `secs` seconds; the packets they sent in all.
+pub fn hping(ns: &str, args: &[&str], dst: IpAddr, secs: u64, nice: u8) -> Result<u64> {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut children = Vec::new();
     for cpu in 0..cpus {
         let mut cmd = nsenter_cmd(ns, "timeout");
-        cmd.args(["-s", "INT", &secs.to_string(), "taskset", "-c"])
-            .arg(cpu.to_string())
-            .args(["hping3", "--rand-source", "-q"])
-            .args(args)
-            .arg(dst.to_string())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        cmd.args([
+            "-s",
+            "INT",
+            &secs.to_string(),
+            "nice",
+            "-n",
+            &nice.to_string(),
+        ])
+        .args(["taskset", "-c"])
+        .arg(cpu.to_string())
+        .args(["hping3", "--rand-source", "-q"])
+        .args(args)
+        .arg(dst.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
         children.push(cmd.spawn().context("starting hping3")?);
     }
     let mut sent = 0;
