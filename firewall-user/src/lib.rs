@@ -3,7 +3,7 @@
 
 pub mod addr;
 pub mod apply;
-pub mod batch;
+pub mod bpf_sys;
 pub mod cli;
 pub mod clock;
 pub mod commands;
@@ -16,7 +16,6 @@ pub mod loader;
 pub mod maps;
 pub mod migrate;
 pub mod policy;
-pub mod rawmap;
 pub mod state;
 pub mod text;
 pub mod tick;
