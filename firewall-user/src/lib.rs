@@ -2,7 +2,7 @@
 #![deny(unsafe_code)]
 
 pub mod addr;
-pub mod batch;
+pub mod bpf_sys;
 pub mod challenge;
 pub mod cli;
 pub mod clock;
@@ -15,7 +15,6 @@ pub mod fleet;
 pub mod loader;
 pub mod migrate;
 pub mod policy;
-pub mod rawmap;
 pub mod state;
 pub mod text;
 pub mod tick;

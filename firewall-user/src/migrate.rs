@@ -14,9 +14,9 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use firewall_common::maps::{self as names, MAX_RULES};
 
-use crate::rawmap::{RawMap, Shape};
+use crate::bpf_sys::{bpf_map_type, RawMap, Shape};
 
-const RINGBUF: u32 = 27;
+const RINGBUF: u32 = bpf_map_type::BPF_MAP_TYPE_RINGBUF as u32;
 
 /// A pinned map set aside for the load.
 pub struct Pending {

@@ -254,12 +254,9 @@ impl FirewallDaemon {
         if !self.is_running() {
             bail!("daemon is not running");
         }
-        let pid = self.pid().context("no child")? as i32;
-        // SAFETY: kill(2) on our own child's pid, which is not yet reaped.
-        if unsafe { libc::kill(pid, sig) } != 0 {
-            bail!("kill({pid}, {sig}): {}", std::io::Error::last_os_error());
-        }
-        Ok(())
+        // Our own child, not yet reaped: the pid is still its.
+        let pid = self.pid().context("no child")?;
+        crate::send_signal(pid, sig).with_context(|| format!("kill({pid}, {sig})"))
     }
 
     /// SIGTERM, then waits up to 10 s (SIGKILL after that). Returns the exit

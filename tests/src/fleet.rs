@@ -184,12 +184,9 @@ impl NatsServer {
             .child
             .as_ref()
             .context("nats-server is not running")?
-            .id() as i32;
-        // SAFETY: kill(2) on our own, not yet reaped, child.
-        if unsafe { libc::kill(pid, sig) } != 0 {
-            bail!("kill({pid}, {sig}): {}", std::io::Error::last_os_error());
-        }
-        Ok(())
+            .id();
+        // Our own child, not yet reaped: the pid is still its.
+        crate::send_signal(pid, sig).with_context(|| format!("kill({pid}, {sig})"))
     }
 
     /// SIGKILL (works on a stopped server too) and reap.

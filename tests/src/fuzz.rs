@@ -45,13 +45,17 @@ use std::{
     collections::BTreeMap,
     fmt::{self, Write as _},
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    os::fd::AsFd,
     time::{Duration, Instant},
 };
 
 use anyhow::{Context, Result};
 use aya::programs::ProgramError;
 use firewall_common::{Counter, Stat, Verdict, N_VERDICTS};
-use firewall_user::policy::{self, Policy};
+use firewall_user::{
+    bpf_sys::PerCpuReader,
+    policy::{self, Policy},
+};
 
 use crate::{
     fixtures,
@@ -1321,25 +1325,23 @@ impl fmt::Display for Report {
 struct CounterReader {
     /// The pinned `COUNTERS` map, opened again for its fd.
     map: Option<aya::maps::MapData>,
-    cpus: usize,
-    keys: Vec<u32>,
-    values: Vec<u8>,
+    reader: PerCpuReader<Counter>,
 }
 
 impl CounterReader {
     fn open(h: &Harness) -> Self {
         let map =
             aya::maps::MapData::from_pin(h.pin_dir.join(firewall_common::maps::COUNTERS)).ok();
-        let cpus = aya::util::nr_cpus().unwrap_or(1);
-        let n = N_VERDICTS as usize;
         let mut r = CounterReader {
             map,
-            cpus,
-            keys: vec![0; n],
-            values: vec![0; n * cpus * std::mem::size_of::<Counter>()],
+            reader: PerCpuReader::new(),
         };
         // Use the batch call only if it agrees with the plain lookups.
-        if r.batch().ok() != Some(h.counters()) {
+        let plain = r
+            .map
+            .as_ref()
+            .and_then(|m| r.reader.read_each(m.fd().as_fd(), 0, N_VERDICTS).ok());
+        if plain.is_none() || r.batch().ok() != plain {
             r.map = None;
         }
         r
@@ -1358,30 +1360,7 @@ impl CounterReader {
         let Some(map) = &self.map else {
             return Err(std::io::ErrorKind::Unsupported.into());
         };
-        let n = N_VERDICTS as usize;
-        let mut keys = vec![0u8; n * 4];
-        let read = firewall_user::batch::lookup(map, &mut keys, &mut self.values, n)?;
-        if read != n {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
-        for (k, b) in self.keys.iter_mut().zip(keys.chunks(4)) {
-            *k = u32::from_ne_bytes(b.try_into().unwrap());
-        }
-        let sz = std::mem::size_of::<Counter>();
-        let mut out = vec![Counter::default(); n];
-        for (i, key) in self.keys.iter().enumerate() {
-            let k = *key as usize;
-            if k >= n {
-                return Err(std::io::ErrorKind::InvalidData.into());
-            }
-            for cpu in 0..self.cpus {
-                let at = (i * self.cpus + cpu) * sz;
-                let b = &self.values[at..at + sz];
-                out[k].packets += u64::from_ne_bytes(b[..8].try_into().unwrap());
-                out[k].bytes += u64::from_ne_bytes(b[8..].try_into().unwrap());
-            }
-        }
-        Ok(out)
+        self.reader.read_batch(map.fd().as_fd(), 0, N_VERDICTS)
     }
 }
 

@@ -148,12 +148,9 @@ impl Drop for Harness {
 /// Per-CPU state (buckets of the flood guard) must not move between CPUs in
 /// the middle of a fixture: run the calling thread on one CPU.
 fn pin_to_one_cpu() {
-    // SAFETY: sched_setaffinity reads a zeroed, properly sized cpu_set_t.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(0, &mut set);
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
-    }
+    let mut set = rustix::thread::CpuSet::new();
+    set.set(0);
+    let _ = rustix::thread::sched_setaffinity(None, &set);
 }
 
 /// Difference of two counter snapshots, per verdict: (packets, bytes).

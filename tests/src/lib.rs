@@ -31,6 +31,8 @@ pub mod harness;
 pub mod netns;
 pub mod packet;
 pub mod sandbox;
+#[cfg(feature = "dataplane")]
+pub mod stage;
 pub mod traffic;
 #[cfg(feature = "dataplane")]
 pub mod web;
@@ -47,7 +49,6 @@ pub use traffic::{
     send_raw, send_udp, send_udp_burst, Capture, CapturedFrame, RawSocket, SinkCounts, UdpSink,
 };
 
-use std::ffi::CString;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
 
@@ -109,17 +110,11 @@ pub fn privileged(test: &str) -> bool {
     }
 }
 
-const BPF_FS_MAGIC: i64 = 0xcafe4a11;
+/// `BPF_FS_MAGIC` of `include/uapi/linux/magic.h`.
+const BPF_FS_MAGIC: rustix::fs::FsWord = 0xcafe4a11;
 
 fn is_bpffs(path: &str) -> bool {
-    let Ok(c) = CString::new(path) else {
-        return false;
-    };
-    // SAFETY: statfs writes into a zeroed, properly sized struct.
-    unsafe {
-        let mut st: libc::statfs = std::mem::zeroed();
-        libc::statfs(c.as_ptr(), &mut st) == 0 && st.f_type as i64 == BPF_FS_MAGIC
-    }
+    rustix::fs::statfs(path).is_ok_and(|st| st.f_type == BPF_FS_MAGIC)
 }
 
 /// Mounts bpffs at /sys/fs/bpf unless it is there. Returns whether it is mounted.
@@ -129,24 +124,21 @@ pub fn ensure_bpffs() -> bool {
         return true;
     }
     let _ = std::fs::create_dir_all(DIR);
-    let src = CString::new("bpf").unwrap();
-    let dir = CString::new(DIR).unwrap();
-    // SAFETY: plain mount(2) with valid C strings and no data.
-    let rc = unsafe {
-        libc::mount(
-            src.as_ptr(),
-            dir.as_ptr(),
-            src.as_ptr(),
-            0,
-            std::ptr::null(),
-        )
-    };
-    rc == 0 && is_bpffs(DIR)
+    let mounted = rustix::mount::mount("bpf", DIR, "bpf", rustix::mount::MountFlags::empty(), None);
+    mounted.is_ok() && is_bpffs(DIR)
+}
+
+/// kill(2) with a signal number as `libc` spells it.
+pub(crate) fn send_signal(pid: u32, sig: i32) -> std::io::Result<()> {
+    use rustix::process::{kill_process, Pid, Signal};
+    let invalid = || std::io::Error::from(std::io::ErrorKind::InvalidInput);
+    let pid = Pid::from_raw(pid as i32).ok_or_else(invalid)?;
+    let sig = Signal::from_named_raw(sig).ok_or_else(invalid)?;
+    Ok(kill_process(pid, sig)?)
 }
 
 fn probe_privileges() -> Option<String> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if !rustix::process::geteuid().is_root() {
         return Some("needs root (network namespaces, XDP, BPF maps)".into());
     }
     for (prog, arg, pkg) in [
@@ -169,12 +161,9 @@ fn probe_privileges() -> Option<String> {
     }
     // Creating a network namespace: try it on a throwaway thread.
     let ns = std::thread::spawn(|| {
-        // SAFETY: unshare only affects this short-lived thread.
-        if unsafe { libc::unshare(libc::CLONE_NEWNET) } == 0 {
-            Ok(())
-        } else {
-            Err(std::io::Error::last_os_error())
-        }
+        // SAFETY: a new network namespace only affects this short-lived
+        // thread; file descriptor tables stay shared (no CLONE_FILES).
+        unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNET) }
     })
     .join();
     match ns {
@@ -191,36 +180,21 @@ fn probe_privileges() -> Option<String> {
     None
 }
 
-/// Creates (and closes) a one-entry BPF array map.
+/// Creates (and closes) a one-entry BPF array map, through aya's probe.
 fn bpf_map_probe() -> std::io::Result<()> {
-    // union bpf_attr for BPF_MAP_CREATE: map_type, key_size, value_size,
-    // max_entries, then fields we leave zero.
-    let mut attr = [0u32; 32];
-    attr[0] = 2; // BPF_MAP_TYPE_ARRAY
-    attr[1] = 4;
-    attr[2] = 4;
-    attr[3] = 1;
-    // SAFETY: bpf(BPF_MAP_CREATE) reads `size` bytes from attr, which is that big.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            0, // BPF_MAP_CREATE
-            attr.as_mut_ptr(),
-            std::mem::size_of_val(&attr),
-        )
-    };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
+    match aya::sys::is_map_supported(aya::maps::MapType::Array) {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(std::io::Error::other("array maps are not supported")),
+        Err(e) => Err(e.io_error),
     }
-    // SAFETY: fd is a descriptor we own.
-    unsafe { libc::close(fd as i32) };
-    Ok(())
 }
 
 fn pid_alive(pid: i32) -> bool {
-    // SAFETY: kill with signal 0 only checks for existence.
-    let rc = unsafe { libc::kill(pid, 0) };
-    rc == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
+    let Some(pid) = rustix::process::Pid::from_raw(pid) else {
+        return false;
+    };
+    // Signal 0 only checks for existence; EPERM means it exists.
+    !matches!(rustix::process::test_kill_process(pid), Err(e) if e == rustix::io::Errno::SRCH)
 }
 
 /// Parses the pid out of `<prefix><pid>-<n>...`.

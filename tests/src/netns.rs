@@ -4,7 +4,7 @@
 use anyhow::{anyhow, bail, Context, Result};
 use std::ffi::CString;
 use std::io::Read;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -41,11 +41,11 @@ pub fn in_netns<T: Send>(ns_path: &str, f: impl FnOnce() -> T + Send) -> T {
 /// Moves the calling thread into the network namespace at `path`.
 fn enter_netns(path: &str) -> Result<()> {
     let f = std::fs::File::open(path).with_context(|| format!("open netns {path}"))?;
-    // SAFETY: setns on a valid namespace fd; CLONE_NEWNET is per-thread.
-    if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-        bail!("setns({path}): {}", std::io::Error::last_os_error());
-    }
-    Ok(())
+    rustix::thread::move_into_link_name_space(
+        f.as_fd(),
+        Some(rustix::thread::LinkNameSpaceType::Network),
+    )
+    .with_context(|| format!("setns({path})"))
 }
 
 /// `nsenter --net=/run/netns/NS PROGRAM`: a command that runs in the network

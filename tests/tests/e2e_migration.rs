@@ -3,16 +3,16 @@
 
 use std::{net::IpAddr, time::Duration};
 
-use firewall_user::rawmap::{RawMap, Shape};
+use firewall_user::bpf_sys::{bpf_map_type, Shape};
 use tests::{
     e2e::{json, policy_file, sock, verdict},
     send_udp, FirewallDaemon, Sandbox, UdpSink,
 };
 
-const PERCPU_ARRAY: u32 = 6;
-const LPM_TRIE: u32 = 11;
-const HASH: u32 = 1;
-const NO_PREALLOC: u32 = 1;
+const PERCPU_ARRAY: u32 = bpf_map_type::BPF_MAP_TYPE_PERCPU_ARRAY as u32;
+const LPM_TRIE: u32 = bpf_map_type::BPF_MAP_TYPE_LPM_TRIE as u32;
+const HASH: u32 = bpf_map_type::BPF_MAP_TYPE_HASH as u32;
+const NO_PREALLOC: u32 = aya_obj::generated::BPF_F_NO_PREALLOC;
 
 #[test]
 fn an_older_map_layout_is_migrated_and_the_rest_reported() {
@@ -24,7 +24,7 @@ fn an_older_map_layout_is_migrated_and_the_rest_reported() {
     std::fs::create_dir_all(&pin_dir).unwrap();
     let cpus = aya::util::nr_cpus().unwrap();
     // An "older version": counters held packets only (8-byte values) ...
-    let counters = RawMap::create(
+    let counters = tests::stage::map(
         Shape {
             map_type: PERCPU_ARRAY,
             key_size: 4,
@@ -41,7 +41,7 @@ fn an_older_map_layout_is_migrated_and_the_rest_reported() {
     counters.pin(&pin_dir.join("FW_COUNTERS")).unwrap();
     // ... block entries were 24 bytes (expiry, hits, origin) ...
     for set in 0..2 {
-        let trie = RawMap::create(
+        let trie = tests::stage::map(
             Shape {
                 map_type: LPM_TRIE,
                 key_size: 8,
@@ -60,7 +60,7 @@ fn an_older_map_layout_is_migrated_and_the_rest_reported() {
         trie.pin(&pin_dir.join(format!("FW_BLOCK4_{set}"))).unwrap();
     }
     // ... and rules lived in a hash map: a different key that cannot move.
-    let rules = RawMap::create(
+    let rules = tests::stage::map(
         Shape {
             map_type: HASH,
             key_size: 8,

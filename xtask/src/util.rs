@@ -70,8 +70,7 @@ pub fn extend_path() {
 }
 
 pub fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
+    rustix::process::geteuid().is_root()
 }
 
 fn describe(cmd: &Command) -> String {

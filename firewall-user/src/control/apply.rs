@@ -137,7 +137,7 @@ fn write_rule_ports(maps: &mut Maps, set: usize, ports: &[u8]) -> Result<()> {
         .flat_map(|p| (base + p).to_ne_bytes())
         .collect();
     let map = aya::maps::MapData::from_pin(maps.dir.join(firewall_common::maps::RULE_PORTS))?;
-    if crate::batch::update(&map, &keys, ports, ports.len()).is_ok() {
+    if crate::bpf_sys::batch::update(&map, &keys, ports, ports.len()).is_ok() {
         return Ok(());
     }
     for (p, b) in ports.iter().enumerate() {

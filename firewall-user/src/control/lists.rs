@@ -318,7 +318,7 @@ impl Maps {
                         continue;
                     }
                     let map = aya::maps::MapData::from_pin(self.dir.join(name))?;
-                    if crate::batch::update(&map, &keys[t], &vals[t], counts[t]).is_err() {
+                    if crate::bpf_sys::batch::update(&map, &keys[t], &vals[t], counts[t]).is_err() {
                         // No batch support for this map type here: one by one.
                         for (net, e) in part.iter().filter(|(n, _)| target_of(n) == t) {
                             self.list_put_in(set, list, net, *e)?;

@@ -6,13 +6,15 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use aya::maps::{
     lpm_trie::{Key, LpmTrie},
-    Array, HashMap, Map, MapData, PerCpuArray,
+    Array, HashMap, IterableMap, Map, MapData, PerCpuArray,
 };
 use firewall_common::{
     maps::{self as names, MAX_RULES},
     AddrV4, AddrV6, Config, Counter, Limit, LimitEntry, ListEntry, Rule, SourceKey, SourceKey4,
     SourceKey6, SourceState, LIMIT_SLOTS,
 };
+
+use crate::bpf_sys::percpu;
 
 /// The allow or block list of one address family: prefixes in a trie...
 pub(super) type V4List = LpmTrie<MapData, AddrV4, ListEntry>;
@@ -238,18 +240,17 @@ impl Maps {
 
     /// Counters per verdict, summed over CPUs.
     pub(super) fn verdict_totals(&self) -> Result<Vec<Counter>> {
-        sum_counters(&self.counters, firewall_common::N_VERDICTS)
+        Ok(percpu::sums(
+            fd(&self.counters),
+            0,
+            firewall_common::N_VERDICTS,
+        )?)
     }
 
     /// Counters of rule `i` per verdict, summed over CPUs.
     pub(super) fn rule_totals(&self, rule: u32) -> Result<Vec<Counter>> {
         let n = firewall_common::N_VERDICTS;
-        (0..n)
-            .map(|v| {
-                let per_cpu = self.rule_counters.get(&(rule * n + v), 0)?;
-                Ok(per_cpu.iter().fold(Counter::default(), add))
-            })
-            .collect()
+        Ok(percpu::sums(fd(&self.rule_counters), rule * n, n)?)
     }
 
     /// Source prefixes in the per-source tables: a batched walk (about as
@@ -258,7 +259,7 @@ impl Maps {
         let count = |name: &str, key: usize, fallback: &dyn Fn() -> usize| -> Result<usize> {
             let data = MapData::from_pin(self.dir.join(name))?;
             Ok(
-                crate::batch::count(&data, key, std::mem::size_of::<SourceState>())
+                crate::bpf_sys::batch::count(&data, key, std::mem::size_of::<SourceState>())
                     .unwrap_or_else(|_| fallback()),
             )
         };
@@ -341,21 +342,14 @@ impl Maps {
 
     /// The statistic in slot `i`, summed over CPUs.
     pub(super) fn stat_at(&self, i: u32) -> Result<u64> {
-        Ok(self.stats.get(&i, 0)?.iter().sum())
+        Ok(percpu::sums(fd(&self.stats), i, 1)?[0])
     }
 }
 
-fn add(a: Counter, b: &Counter) -> Counter {
-    Counter {
-        packets: a.packets + b.packets,
-        bytes: a.bytes + b.bytes,
-    }
-}
-
-fn sum_counters(map: &PerCpuArray<MapData, Counter>, n: u32) -> Result<Vec<Counter>> {
-    (0..n)
-        .map(|i| Ok(map.get(&i, 0)?.iter().fold(Counter::default(), add)))
-        .collect()
+/// The descriptor of a typed map, for the raw per-CPU reader.
+fn fd<K: aya::Pod, V>(map: &impl IterableMap<K, V>) -> std::os::fd::BorrowedFd<'_> {
+    use std::os::fd::AsFd;
+    map.map().fd().as_fd()
 }
 
 /// LPM key helpers.

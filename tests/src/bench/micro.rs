@@ -222,7 +222,7 @@ pub struct Baselines {
     pub pass: OwnedFd,
     pub lookup: OwnedFd,
     pub ktime: OwnedFd,
-    _map: OwnedFd,
+    _map: firewall_user::bpf_sys::RawMap,
 }
 
 impl Baselines {
@@ -239,10 +239,11 @@ impl Baselines {
         kb[17] = key.rule;
         let vsize = std::mem::size_of::<SourceState>() as u32;
         let map = sys::hash_map_create(20, vsize, 1024)?;
-        sys::map_update(map.as_fd(), &kb, &vec![0u8; vsize as usize])?;
+        map.update(&kb, &vec![0u8; vsize as usize])
+            .context("bpf(BPF_MAP_UPDATE_ELEM)")?;
         Ok(Baselines {
             pass: sys::load_pass()?,
-            lookup: sys::load_lookup(map.as_fd(), &kb)?,
+            lookup: sys::load_lookup(map.fd(), &kb)?,
             ktime: sys::load_ktime()?,
             _map: map,
         })

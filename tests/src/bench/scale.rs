@@ -270,7 +270,7 @@ fn fill_batched(d: &FirewallDaemon, n: u32) -> Result<u32> {
             keys.extend_from_slice(&[0; 4]);
             vals.extend_from_slice(&value);
         }
-        firewall_user::batch::update(&data, &keys, &vals, (end - chunk_start) as usize)
+        firewall_user::bpf_sys::batch::update(&data, &keys, &vals, (end - chunk_start) as usize)
             .context("batch-filling the per-source table")?;
         done = end;
     }

@@ -1,56 +1,41 @@
-//! The bench's only unsafe code: raw `bpf(2)` calls for the programs that
-//! are not part of the product (the two baselines, the XDP_DROP contender
-//! and the traffic generator), hand-assembled from instructions, plus
-//! BPF_PROG_TEST_RUN and CPU pinning.
+//! The bench's programs that are not part of the product (the two
+//! baselines, the XDP_DROP contender and the traffic generator),
+//! hand-assembled from instructions, and its thread and process chores
+//! (CPU pinning, interrupts, fdinfo).
 //!
-//! Why raw: the baselines must not be added to the product's eBPF object,
-//! and a dozen instructions do not need a toolchain. Every syscall gets a
-//! zeroed, 8-byte aligned `union bpf_attr` buffer, larger than any of the
-//! layouts used here, with fields written at their offsets from
-//! `include/uapi/linux/bpf.h` (stable ABI: fields are only ever appended).
+//! Why hand-assembled: the baselines must not be added to the product's
+//! eBPF object, and a dozen instructions do not need a toolchain. The
+//! `bpf(2)` calls themselves (load, test run, link) are the product's
+//! `firewall_user::bpf_sys`, on the kernel's own `union bpf_attr`.
 
-use anyhow::{bail, Context, Result};
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use anyhow::{anyhow, Context, Result};
+use firewall_user::bpf_sys::{
+    self, bpf_attach_type, bpf_insn, bpf_map_type, bpf_prog_type, RawMap, Shape, TestRun,
+};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 
-// bpf(2) commands.
-const BPF_MAP_CREATE: i64 = 0;
-const BPF_MAP_UPDATE_ELEM: i64 = 2;
-const BPF_PROG_LOAD: i64 = 5;
-const BPF_PROG_TEST_RUN: i64 = 10;
-const BPF_LINK_CREATE: i64 = 28;
+pub const BPF_F_TEST_XDP_LIVE_FRAMES: u32 = aya_obj::generated::BPF_F_TEST_XDP_LIVE_FRAMES;
+pub const XDP_FLAGS_DRV_MODE: u32 = aya_obj::generated::XDP_FLAGS_DRV_MODE;
+const BPF_PSEUDO_MAP_FD: u8 = aya_obj::generated::BPF_PSEUDO_MAP_FD as u8;
 
-const BPF_MAP_TYPE_HASH: u32 = 1;
-const BPF_PROG_TYPE_XDP: u32 = 6;
-/// `enum bpf_attach_type`: BPF_XDP.
-const BPF_XDP: u32 = 37;
-const BPF_PSEUDO_MAP_FD: u8 = 1;
-pub const BPF_F_TEST_XDP_LIVE_FRAMES: u32 = 2;
-pub const XDP_FLAGS_DRV_MODE: u32 = 4;
-
-// Helper ids.
+// Helper ids (`enum bpf_func_id`).
 const FN_MAP_LOOKUP_ELEM: i32 = 1;
 const FN_KTIME_GET_NS: i32 = 5;
 const FN_GET_PRANDOM_U32: i32 = 7;
 
+// `enum xdp_action`.
 pub const XDP_DROP: i32 = 1;
 pub const XDP_PASS: i32 = 2;
 pub const XDP_TX: i32 = 3;
 
 /// `struct bpf_insn`.
-#[repr(C)]
-#[derive(Clone, Copy, Debug)]
-pub struct Insn {
-    code: u8,
-    /// dst_reg in the low nibble, src_reg in the high nibble.
-    regs: u8,
-    off: i16,
-    imm: i32,
-}
+pub type Insn = bpf_insn;
 
-const fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> Insn {
-    Insn {
+fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> Insn {
+    bpf_insn {
         code,
-        regs: (src << 4) | (dst & 0x0f),
+        _bitfield_align_1: [],
+        _bitfield_1: bpf_insn::new_bitfield_1(dst, src),
         off,
         imm,
     }
@@ -60,170 +45,98 @@ const fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> Insn {
 mod asm {
     use super::{insn, Insn};
     /// `dst = imm` (64-bit).
-    pub const fn mov64_imm(dst: u8, imm: i32) -> Insn {
+    pub fn mov64_imm(dst: u8, imm: i32) -> Insn {
         insn(0xb7, dst, 0, 0, imm)
     }
     /// `dst = src` (64-bit).
-    pub const fn mov64_reg(dst: u8, src: u8) -> Insn {
+    pub fn mov64_reg(dst: u8, src: u8) -> Insn {
         insn(0xbf, dst, src, 0, 0)
     }
     /// `dst += imm` (64-bit).
-    pub const fn add64_imm(dst: u8, imm: i32) -> Insn {
+    pub fn add64_imm(dst: u8, imm: i32) -> Insn {
         insn(0x07, dst, 0, 0, imm)
     }
     /// `dst += src` (64-bit).
-    pub const fn add64_reg(dst: u8, src: u8) -> Insn {
+    pub fn add64_reg(dst: u8, src: u8) -> Insn {
         insn(0x0f, dst, src, 0, 0)
     }
     /// `dst >>= imm` (64-bit, logical).
-    pub const fn rsh64_imm(dst: u8, imm: i32) -> Insn {
+    pub fn rsh64_imm(dst: u8, imm: i32) -> Insn {
         insn(0x77, dst, 0, 0, imm)
     }
     /// `dst &= imm` (64-bit).
-    pub const fn and64_imm(dst: u8, imm: i32) -> Insn {
+    pub fn and64_imm(dst: u8, imm: i32) -> Insn {
         insn(0x57, dst, 0, 0, imm)
     }
     /// `dst ^= imm` (64-bit).
-    pub const fn xor64_imm(dst: u8, imm: i32) -> Insn {
+    pub fn xor64_imm(dst: u8, imm: i32) -> Insn {
         insn(0xa7, dst, 0, 0, imm)
     }
     /// `w_dst %= imm` (32-bit, unsigned).
-    pub const fn mod32_imm(dst: u8, imm: i32) -> Insn {
+    pub fn mod32_imm(dst: u8, imm: i32) -> Insn {
         insn(0x94, dst, 0, 0, imm)
     }
     /// `w_dst += imm` (32-bit, wraps: any u32 constant works).
-    pub const fn add32_imm(dst: u8, imm: i32) -> Insn {
+    pub fn add32_imm(dst: u8, imm: i32) -> Insn {
         insn(0x04, dst, 0, 0, imm)
     }
     /// `dst = htobe32(dst)`.
-    pub const fn be32(dst: u8) -> Insn {
+    pub fn be32(dst: u8) -> Insn {
         insn(0xdc, dst, 0, 0, 32)
     }
     /// `dst = *(u32 *)(src + off)`.
-    pub const fn ldx_w(dst: u8, src: u8, off: i16) -> Insn {
+    pub fn ldx_w(dst: u8, src: u8, off: i16) -> Insn {
         insn(0x61, dst, src, off, 0)
     }
     /// `dst = *(u16 *)(src + off)`.
-    pub const fn ldx_h(dst: u8, src: u8, off: i16) -> Insn {
+    pub fn ldx_h(dst: u8, src: u8, off: i16) -> Insn {
         insn(0x69, dst, src, off, 0)
     }
     /// `*(u32 *)(dst + off) = src`.
-    pub const fn stx_w(dst: u8, src: u8, off: i16) -> Insn {
+    pub fn stx_w(dst: u8, src: u8, off: i16) -> Insn {
         insn(0x63, dst, src, off, 0)
     }
     /// `*(u16 *)(dst + off) = src`.
-    pub const fn stx_h(dst: u8, src: u8, off: i16) -> Insn {
+    pub fn stx_h(dst: u8, src: u8, off: i16) -> Insn {
         insn(0x6b, dst, src, off, 0)
     }
     /// `*(u32 *)(dst + off) = imm`.
-    pub const fn st_w(dst: u8, off: i16, imm: i32) -> Insn {
+    pub fn st_w(dst: u8, off: i16, imm: i32) -> Insn {
         insn(0x62, dst, 0, off, imm)
     }
     /// `if dst > src goto +off` (unsigned).
-    pub const fn jgt_reg(dst: u8, src: u8, off: i16) -> Insn {
+    pub fn jgt_reg(dst: u8, src: u8, off: i16) -> Insn {
         insn(0x2d, dst, src, off, 0)
     }
-    pub const fn call(helper: i32) -> Insn {
+    pub fn call(helper: i32) -> Insn {
         insn(0x85, 0, 0, 0, helper)
     }
-    pub const fn exit() -> Insn {
+    pub fn exit() -> Insn {
         insn(0x95, 0, 0, 0, 0)
     }
 }
 
-/// A zeroed `union bpf_attr` with room to spare.
-#[repr(C, align(8))]
-struct Attr([u8; 160]);
-
-impl Attr {
-    fn new() -> Self {
-        Attr([0; 160])
-    }
-    fn u32(&mut self, off: usize, v: u32) -> &mut Self {
-        self.0[off..off + 4].copy_from_slice(&v.to_ne_bytes());
-        self
-    }
-    fn u64(&mut self, off: usize, v: u64) -> &mut Self {
-        self.0[off..off + 8].copy_from_slice(&v.to_ne_bytes());
-        self
-    }
-    fn get_u32(&self, off: usize) -> u32 {
-        u32::from_ne_bytes(self.0[off..off + 4].try_into().unwrap())
-    }
-}
-
-fn sys_bpf(cmd: i64, attr: &mut Attr) -> std::io::Result<i64> {
-    // SAFETY: `attr` is a valid, writable buffer of the size we pass; the
-    // pointers stored inside it (instructions, keys, data) point at live
-    // buffers of the sizes stored next to them, owned by our callers for
-    // the duration of the call.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            cmd,
-            attr.0.as_mut_ptr(),
-            std::mem::size_of::<Attr>(),
-        )
-    };
-    if r < 0 {
-        Err(std::io::Error::last_os_error())
-    } else {
-        Ok(r)
-    }
-}
-
-fn owned(fd: i64) -> OwnedFd {
-    // SAFETY: a descriptor the kernel just returned to us, owned by nobody else.
-    unsafe { OwnedFd::from_raw_fd(fd as RawFd) }
-}
-
 /// A BPF_MAP_TYPE_HASH.
-pub fn hash_map_create(key_size: u32, value_size: u32, max_entries: u32) -> Result<OwnedFd> {
-    let mut a = Attr::new();
-    a.u32(0, BPF_MAP_TYPE_HASH)
-        .u32(4, key_size)
-        .u32(8, value_size)
-        .u32(12, max_entries);
-    a.0[28..28 + 8].copy_from_slice(b"fwb_base");
-    let fd = sys_bpf(BPF_MAP_CREATE, &mut a).context("bpf(BPF_MAP_CREATE)")?;
-    Ok(owned(fd))
-}
-
-pub fn map_update(map: BorrowedFd<'_>, key: &[u8], value: &[u8]) -> Result<()> {
-    let mut a = Attr::new();
-    a.u32(0, map.as_raw_fd() as u32)
-        .u64(8, key.as_ptr() as u64)
-        .u64(16, value.as_ptr() as u64)
-        .u64(24, 0);
-    sys_bpf(BPF_MAP_UPDATE_ELEM, &mut a).context("bpf(BPF_MAP_UPDATE_ELEM)")?;
-    Ok(())
+pub fn hash_map_create(key_size: u32, value_size: u32, max_entries: u32) -> Result<RawMap> {
+    let shape = Shape {
+        map_type: bpf_map_type::BPF_MAP_TYPE_HASH as u32,
+        key_size,
+        value_size,
+        max_entries,
+        flags: 0,
+    };
+    tests::stage::map(shape, "fwb_base").context("bpf(BPF_MAP_CREATE)")
 }
 
 /// Loads an XDP program; on rejection the error carries the verifier log.
 fn prog_load(name: &str, insns: &[Insn]) -> Result<OwnedFd> {
-    let license = b"GPL\0";
-    let mut log = vec![0u8; 64 * 1024];
-    let mut a = Attr::new();
-    a.u32(0, BPF_PROG_TYPE_XDP)
-        .u32(4, insns.len() as u32)
-        .u64(8, insns.as_ptr() as u64)
-        .u64(16, license.as_ptr() as u64)
-        .u32(24, 1)
-        .u32(28, log.len() as u32)
-        .u64(32, log.as_mut_ptr() as u64)
-        .u32(68, BPF_XDP);
-    let n = name.len().min(15);
-    a.0[48..48 + n].copy_from_slice(&name.as_bytes()[..n]);
-    match sys_bpf(BPF_PROG_LOAD, &mut a) {
-        Ok(fd) => Ok(owned(fd)),
-        Err(e) => {
-            let end = log.iter().position(|b| *b == 0).unwrap_or(log.len());
-            bail!(
-                "bpf(BPF_PROG_LOAD) of {name}: {e}\n{}",
-                String::from_utf8_lossy(&log[..end])
-            )
-        }
-    }
+    bpf_sys::prog_load(
+        bpf_prog_type::BPF_PROG_TYPE_XDP,
+        bpf_attach_type::BPF_XDP,
+        name,
+        insns,
+    )
+    .map_err(|(e, log)| anyhow!("bpf(BPF_PROG_LOAD) of {name}: {e}\n{log}"))
 }
 
 /// Baseline 1: `r0 = XDP_PASS; exit`.
@@ -343,19 +256,20 @@ pub fn test_run(
     flags: u32,
     batch: u32,
 ) -> std::io::Result<RunResult> {
-    let mut a = Attr::new();
-    a.u32(0, prog.as_raw_fd() as u32)
-        .u32(8, data.len() as u32)
-        .u64(16, data.as_ptr() as u64)
-        .u32(32, repeat.max(1));
-    if let Some(c) = ctx {
-        a.u32(40, c.len() as u32).u64(48, c.as_ptr() as u64);
-    }
-    a.u32(64, flags).u32(72, batch);
-    sys_bpf(BPF_PROG_TEST_RUN, &mut a)?;
+    let r = bpf_sys::test_run(
+        prog,
+        TestRun {
+            data_in: data,
+            ctx_in: ctx,
+            repeat,
+            flags,
+            batch_size: batch,
+            ..Default::default()
+        },
+    )?;
     Ok(RunResult {
-        retval: a.get_u32(4),
-        duration_ns: a.get_u32(36),
+        retval: r.retval,
+        duration_ns: r.duration_ns,
     })
 }
 
@@ -364,16 +278,17 @@ pub fn test_run(
 #[cfg(test)]
 pub fn test_run_out(prog: BorrowedFd<'_>, data: &[u8]) -> std::io::Result<(u32, Vec<u8>)> {
     let mut out = vec![0u8; data.len() + 256];
-    let mut a = Attr::new();
-    a.u32(0, prog.as_raw_fd() as u32)
-        .u32(8, data.len() as u32)
-        .u32(12, out.len() as u32)
-        .u64(16, data.as_ptr() as u64)
-        .u64(24, out.as_mut_ptr() as u64)
-        .u32(32, 1);
-    sys_bpf(BPF_PROG_TEST_RUN, &mut a)?;
-    out.truncate(a.get_u32(12) as usize);
-    Ok((a.get_u32(4), out))
+    let r = bpf_sys::test_run(
+        prog,
+        TestRun {
+            data_in: data,
+            data_out: Some(&mut out),
+            repeat: 1,
+            ..Default::default()
+        },
+    )?;
+    out.truncate(r.data_size_out as usize);
+    Ok((r.retval, out))
 }
 
 /// `struct xdp_md` for a live-frames run: data 0, data_end = frame length,
@@ -388,13 +303,7 @@ pub fn xdp_md(frame_len: usize, ingress_ifindex: u32) -> [u8; 24] {
 /// Attaches an XDP program to `ifindex` (of the caller's network namespace)
 /// through a bpf_link in native mode; closing the returned fd detaches it.
 pub fn xdp_link(prog: BorrowedFd<'_>, ifindex: u32) -> Result<OwnedFd> {
-    let mut a = Attr::new();
-    a.u32(0, prog.as_raw_fd() as u32)
-        .u32(4, ifindex)
-        .u32(8, BPF_XDP)
-        .u32(12, XDP_FLAGS_DRV_MODE);
-    let fd = sys_bpf(BPF_LINK_CREATE, &mut a).context("bpf(BPF_LINK_CREATE) for XDP")?;
-    Ok(owned(fd))
+    bpf_sys::xdp_link(prog, ifindex, XDP_FLAGS_DRV_MODE).context("bpf(BPF_LINK_CREATE) for XDP")
 }
 
 static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
@@ -423,8 +332,7 @@ pub fn interrupted() -> bool {
 
 /// The calling thread's id.
 pub fn gettid() -> i32 {
-    // SAFETY: gettid has no preconditions.
-    unsafe { libc::gettid() }
+    rustix::thread::gettid().as_raw_nonzero().get()
 }
 
 /// Runs the calling thread on `cpu` only.
@@ -434,24 +342,18 @@ pub fn pin_thread(cpu: usize) {
 
 /// Runs task `tid` (0: the calling thread) on `cpu` only. Best effort.
 pub fn pin_task(tid: i32, cpu: usize) -> bool {
-    // SAFETY: sched_setaffinity reads a zeroed, properly sized cpu_set_t.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0
-    }
+    let mut set = rustix::thread::CpuSet::new();
+    set.set(cpu);
+    rustix::thread::sched_setaffinity(rustix::process::Pid::from_raw(tid), &set).is_ok()
 }
 
 /// Lets the calling thread run on every CPU again.
 pub fn unpin_thread() {
-    // SAFETY: as in `pin_task`.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        for c in 0..crate::bench::ncpus() {
-            libc::CPU_SET(c, &mut set);
-        }
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    let mut set = rustix::thread::CpuSet::new();
+    for c in 0..crate::bench::ncpus() {
+        set.set(c);
     }
+    let _ = rustix::thread::sched_setaffinity(None, &set);
 }
 
 /// `key: value` lines of `/proc/self/fdinfo/FD` (a BPF map or program
