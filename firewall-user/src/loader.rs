@@ -176,7 +176,6 @@ pub fn load(pin_dir: &Path, table: &crate::policy::Table) -> Result<Loaded> {
     }
     crate::challenge::install(&mut ebpf)?;
     let migration = crate::migrate::finish(pin_dir, pending);
-    crate::challenge::rotate(pin_dir)?;
     let tick = crate::tick::probe(&mut ebpf);
     Ok(Loaded {
         ebpf,

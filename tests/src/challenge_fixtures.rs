@@ -401,7 +401,7 @@ fn epochs(h: &mut Harness, hook: Hook, src: &mut Sources) -> Result<()> {
         st.returned(XDP_TX)?;
         let cookie = check_answer(&s, &st.out, shape)?;
         for _ in 0..rotations {
-            firewall_user::challenge::rotate(&h.pin_dir)?;
+            h.maps.write()?.rotate_challenge_key()?;
         }
         spend_new_sources(h, hook, src)?;
         let r = rst(shape, client, 443, cookie);

@@ -57,6 +57,7 @@ impl Harness {
         {
             let mut w = maps.write()?;
             w.set_tick(loaded.tick)?;
+            w.rotate_challenge_key()?;
             w.apply(policy).context("applying the fixture policy")?;
         }
         Ok(Harness {

@@ -9,7 +9,8 @@
 //! - [`write`]: the [`Writer`] guard, the only way to change the maps. It
 //!   takes the writers' lock of the pin directory when it is made and
 //!   releases it when dropped; every change to the lists, limits, flags,
-//!   expiry hint and the policy goes through its methods.
+//!   expiry hint, the policy and the SYN challenge's key goes through its
+//!   methods.
 //! - [`read`]: typed snapshots (counters per verdict and per rule, the
 //!   data plane's statistics, list and limit rows, tracked sources,
 //!   status) read without the lock: the kernel updates the maps
@@ -20,6 +21,7 @@
 //!   private to this layer.
 
 pub mod apply;
+mod challenge_key;
 mod lists;
 mod maps;
 pub mod origin;

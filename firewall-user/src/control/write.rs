@@ -298,6 +298,11 @@ impl Writer<'_> {
         apply(self.maps, policy)
     }
 
+    /// Start a new epoch of the SYN challenge's key; the new epoch.
+    pub fn rotate_challenge_key(&mut self) -> Result<u32> {
+        super::challenge_key::rotate(&self.maps.dir)
+    }
+
     /// Tell the program which clock it reads.
     pub fn set_tick(&mut self, tick: Tick) -> Result<()> {
         self.maps.touch(|c| tick.set(c))?;

@@ -131,6 +131,7 @@ pub async fn run(pin_dir: &Path, args: RunArgs) -> Result<()> {
             log.emit("migrate", json!({"hosts_moved_to_hash": moved}));
         }
         w.set_tick(tick)?;
+        w.rotate_challenge_key()?;
         w.apply(&policy).context("applying the policy")?;
     }
     if args.mode == loader::Mode::Tc && policy.syn_challenge.enabled {
@@ -296,7 +297,7 @@ impl Daemon {
         if let Err(e) = self.expire() {
             eprintln!("error: expiring entries: {e:#}");
         }
-        if let Err(e) = self.rotation.tick(&self.pin_dir) {
+        if let Err(e) = self.rotation.tick(&mut self.control) {
             eprintln!("error: rotating the SYN challenge key: {e:#}");
         }
         if let Some(ab) = &self.policy.autoban {

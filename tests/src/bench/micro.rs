@@ -46,7 +46,11 @@ impl Product {
         let ebpf = loaded.ebpf;
         let mut maps = Control::open(&pin_dir)?;
         // The clock the product gets in production (`firewall run`).
-        maps.write()?.set_tick(loaded.tick)?;
+        {
+            let mut w = maps.write()?;
+            w.set_tick(loaded.tick)?;
+            w.rotate_challenge_key()?;
+        }
         Ok(Product {
             pin_dir,
             ebpf,
