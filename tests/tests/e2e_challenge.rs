@@ -12,7 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use tests::{
+use testkit::{
     e2e::{json, policy_file, sample, scrape},
     web::{self, Fetch, Nginx},
     FirewallDaemon, Sandbox, GW_CLIENT_V4, GW_CLIENT_V6,
@@ -176,8 +176,14 @@ fn phase(sb: &Sandbox, fw: &FirewallDaemon, clients: &[IpAddr]) -> Phase {
     let known = std::thread::spawn(move || {
         (0..KNOWN_FETCHES)
             .map(|_| {
-                let f = web::fetch(&ns, IpAddr::V4(tests::CLIENT_V4), &u, CONNECT_WITHIN, None)
-                    .unwrap();
+                let f = web::fetch(
+                    &ns,
+                    IpAddr::V4(testkit::CLIENT_V4),
+                    &u,
+                    CONNECT_WITHIN,
+                    None,
+                )
+                .unwrap();
                 std::thread::sleep(Duration::from_millis(200));
                 f
             })
@@ -206,7 +212,7 @@ fn v4_clients(first: u8) -> Vec<IpAddr> {
 
 #[test]
 fn new_clients_connect_through_a_spoofed_syn_flood() {
-    if !tests::privileged("new_clients_connect_through_a_spoofed_syn_flood") {
+    if !testkit::privileged("new_clients_connect_through_a_spoofed_syn_flood") {
         return;
     }
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
@@ -227,7 +233,7 @@ fn new_clients_connect_through_a_spoofed_syn_flood() {
     let url = web::url(IpAddr::V4(GW_CLIENT_V4), "index.html");
     let first = web::fetch(
         &sb.client_ns,
-        IpAddr::V4(tests::CLIENT_V4),
+        IpAddr::V4(testkit::CLIENT_V4),
         &url,
         CONNECT_WITHIN,
         None,
@@ -324,7 +330,7 @@ fn new_clients_connect_through_a_spoofed_syn_flood() {
 /// spent on every CPU.
 #[test]
 fn a_new_client_fetches_a_file_through_the_challenge() {
-    if !tests::privileged("a_new_client_fetches_a_file_through_the_challenge") {
+    if !testkit::privileged("a_new_client_fetches_a_file_through_the_challenge") {
         return;
     }
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
@@ -347,8 +353,8 @@ fn a_new_client_fetches_a_file_through_the_challenge() {
     // addresses: the new ones never resolve anything themselves).
     let warm = [IpAddr::V4(GW_CLIENT_V4), IpAddr::V6(GW_CLIENT_V6)];
     for (src, dst) in [
-        (tests::CLIENT_V4.into(), warm[0]),
-        (tests::CLIENT_V6.into(), warm[1]),
+        (testkit::CLIENT_V4.into(), warm[0]),
+        (testkit::CLIENT_V6.into(), warm[1]),
     ] {
         let f = web::fetch(
             &sb.client_ns,

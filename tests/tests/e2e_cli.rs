@@ -3,7 +3,7 @@
 
 use std::{net::IpAddr, time::Duration};
 
-use tests::{
+use testkit::{
     e2e::{json, ok, policy_file, sock, stderr, verdict},
     firewall_bin, nsenter_cmd, output_timeout, send_udp, FirewallDaemon, Sandbox, UdpSink,
 };
@@ -50,7 +50,7 @@ fn through(sb: &Sandbox, sink: &UdpSink, src: &str, n: u64) -> u64 {
 
 #[test]
 fn lists_and_limits_from_the_cli_follow_the_contract() {
-    if !tests::privileged("lists_and_limits_from_the_cli_follow_the_contract") {
+    if !testkit::privileged("lists_and_limits_from_the_cli_follow_the_contract") {
         return;
     }
     let sb = Sandbox::new().unwrap();
@@ -145,7 +145,7 @@ fn lists_and_limits_from_the_cli_follow_the_contract() {
 
 #[test]
 fn status_stats_and_top_report_the_running_gateway() {
-    if !tests::privileged("status_stats_and_top_report_the_running_gateway") {
+    if !testkit::privileged("status_stats_and_top_report_the_running_gateway") {
         return;
     }
     let sb = Sandbox::new().unwrap();
@@ -218,7 +218,7 @@ fn status_stats_and_top_report_the_running_gateway() {
 
 #[test]
 fn events_are_json_lines_for_the_whole_life_of_the_daemon() {
-    if !tests::privileged("events_are_json_lines_for_the_whole_life_of_the_daemon") {
+    if !testkit::privileged("events_are_json_lines_for_the_whole_life_of_the_daemon") {
         return;
     }
     let sb = Sandbox::new().unwrap();
@@ -232,7 +232,7 @@ fn events_are_json_lines_for_the_whole_life_of_the_daemon() {
         Duration::from_millis(500),
     );
     // A detach from the CLI while the daemon runs: it says so and exits.
-    let out = tests::cli_in(&sb.gw_ns, fw.pin_dir(), &["detach"]);
+    let out = testkit::cli_in(&sb.gw_ns, fw.pin_dir(), &["detach"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let stop = fw
         .wait_for_event(Duration::from_secs(5), |e| e["event"] == "stop")
@@ -268,7 +268,7 @@ fn events_are_json_lines_for_the_whole_life_of_the_daemon() {
 
 #[test]
 fn monitor_mode_passes_what_it_would_drop() {
-    if !tests::privileged("monitor_mode_passes_what_it_would_drop") {
+    if !testkit::privileged("monitor_mode_passes_what_it_would_drop") {
         return;
     }
     let sb = Sandbox::new().unwrap();
@@ -280,7 +280,7 @@ fn monitor_mode_passes_what_it_would_drop() {
         .attacker_frame(ip("203.0.113.9"), ip("198.51.100.1"))
         .udp(40000, 9000, 18)
         .build();
-    tests::send_raw(
+    testkit::send_raw(
         &sb.attacker_path(),
         &sb.attacker_if,
         &vec![frame; 50],
@@ -301,12 +301,12 @@ fn monitor_mode_passes_what_it_would_drop() {
 
 #[test]
 fn an_invalid_policy_at_start_is_refused_and_nothing_is_attached() {
-    if !tests::privileged("an_invalid_policy_at_start_is_refused_and_nothing_is_attached") {
+    if !testkit::privileged("an_invalid_policy_at_start_is_refused_and_nothing_is_attached") {
         return;
     }
     let sb = Sandbox::new().unwrap();
     let policy = policy_file("[defaults]\nrate = -5\n");
-    let pin = tests::unique_pin_dir();
+    let pin = testkit::unique_pin_dir();
     let mut cmd = nsenter_cmd(&sb.gw_ns, firewall_bin());
     cmd.arg("--pin-dir").arg(&pin).args([
         "run",
@@ -337,12 +337,12 @@ fn an_invalid_policy_at_start_is_refused_and_nothing_is_attached() {
         "{}",
         stderr(&out)
     );
-    let _ = tests::cli(&pin, &["detach"]);
+    let _ = testkit::cli(&pin, &["detach"]);
 }
 
 #[test]
 fn a_second_controller_on_the_same_pins_is_refused() {
-    if !tests::privileged("a_second_controller_on_the_same_pins_is_refused") {
+    if !testkit::privileged("a_second_controller_on_the_same_pins_is_refused") {
         return;
     }
     let sb = Sandbox::new().unwrap();

@@ -3,7 +3,7 @@
 
 use std::{net::IpAddr, time::Duration};
 
-use tests::{
+use testkit::{
     e2e::{json, ok, policy_file, sample, scrape, sock, stderr, verdict, within},
     packet::tcp_flags,
     send_raw, send_udp, FirewallDaemon, Sandbox, UdpSink,
@@ -44,7 +44,7 @@ fn received(sb: &Sandbox, sink: &UdpSink, src: &str, pps: u64, secs: f64) -> u64
 
 #[test]
 fn limit_set_changes_a_running_flood_within_a_second() {
-    if !tests::privileged("limit_set_changes_a_running_flood_within_a_second") {
+    if !testkit::privileged("limit_set_changes_a_running_flood_within_a_second") {
         return;
     }
     let sb = Sandbox::new().unwrap();
@@ -97,7 +97,7 @@ fn limit_set_changes_a_running_flood_within_a_second() {
 
 #[test]
 fn block_with_ttl_expires_by_itself() {
-    if !tests::privileged("block_with_ttl_expires_by_itself") {
+    if !testkit::privileged("block_with_ttl_expires_by_itself") {
         return;
     }
     let sb = Sandbox::new().unwrap();
@@ -146,7 +146,7 @@ fn block_with_ttl_expires_by_itself() {
 
 #[test]
 fn reloads_apply_whole_files_and_reject_broken_ones() {
-    if !tests::privileged("reloads_apply_whole_files_and_reject_broken_ones") {
+    if !testkit::privileged("reloads_apply_whole_files_and_reject_broken_ones") {
         return;
     }
     let sb = Sandbox::new().unwrap();
@@ -197,7 +197,7 @@ fn reloads_apply_whole_files_and_reject_broken_ones() {
 
 #[test]
 fn a_flood_gets_auto_banned() {
-    if !tests::privileged("a_flood_gets_auto_banned") {
+    if !testkit::privileged("a_flood_gets_auto_banned") {
         return;
     }
     let sb = Sandbox::new().unwrap();
@@ -232,7 +232,7 @@ fn a_flood_gets_auto_banned() {
 
 #[test]
 fn syn_rule_on_one_port_leaves_other_ports_alone() {
-    if !tests::privileged("syn_rule_on_one_port_leaves_other_ports_alone") {
+    if !testkit::privileged("syn_rule_on_one_port_leaves_other_ports_alone") {
         return;
     }
     let sb = Sandbox::new().unwrap();
@@ -302,7 +302,7 @@ fn syn_rule_on_one_port_leaves_other_ports_alone() {
 
 #[test]
 fn metrics_agree_with_what_was_sent() {
-    if !tests::privileged("metrics_agree_with_what_was_sent") {
+    if !testkit::privileged("metrics_agree_with_what_was_sent") {
         return;
     }
     let sb = Sandbox::new().unwrap();
@@ -362,7 +362,7 @@ fn metrics_agree_with_what_was_sent() {
 
 #[test]
 fn bad_cli_input_is_named_and_changes_nothing() {
-    if !tests::privileged("bad_cli_input_is_named_and_changes_nothing") {
+    if !testkit::privileged("bad_cli_input_is_named_and_changes_nothing") {
         return;
     }
     let sb = Sandbox::new().unwrap();
@@ -411,7 +411,7 @@ fn bad_cli_input_is_named_and_changes_nothing() {
 
 #[test]
 fn import_loads_a_large_list_and_every_part_of_it_blocks() {
-    if !tests::privileged("import_loads_a_large_list_and_every_part_of_it_blocks") {
+    if !testkit::privileged("import_loads_a_large_list_and_every_part_of_it_blocks") {
         return;
     }
     let sb = Sandbox::new().unwrap();

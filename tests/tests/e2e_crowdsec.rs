@@ -18,7 +18,7 @@ use std::{
 };
 
 use serde_json::Value;
-use tests::{
+use testkit::{
     e2e::{json, ok, policy_file, sample, scrape, sock, verdict},
     in_netns, nsenter_cmd, output_timeout, send_raw, send_udp_burst, FirewallDaemon, Sandbox,
     UdpSink,
@@ -35,7 +35,7 @@ fn ip(s: &str) -> IpAddr {
 /// Runs the test only where it can: root and Debian's crowdsec. Under
 /// CI=true a missing piece fails the test instead of skipping it.
 fn can_run(test: &str) -> bool {
-    if !tests::privileged(test) {
+    if !testkit::privileged(test) {
         return false;
     }
     let found = ["crowdsec", "cscli"].iter().all(|b| {
@@ -46,7 +46,7 @@ fn can_run(test: &str) -> bool {
             .status()
             .is_ok()
     });
-    match (found, tests::under_ci()) {
+    match (found, testkit::under_ci()) {
         (true, _) => true,
         (false, true) => {
             panic!("{test}: crowdsec/cscli not installed (cargo xtask setup installs them)")
@@ -61,7 +61,7 @@ fn can_run(test: &str) -> bool {
 }
 
 /// A temp directory named like the toolkit's log dirs (`fwlog<pid>-...`),
-/// so leftovers of a killed run are cleaned by `tests::cleanup_stale`.
+/// so leftovers of a killed run are cleaned by `testkit::cleanup_stale`.
 fn temp_dir(what: &str) -> PathBuf {
     let n = DIRS.fetch_add(1, Ordering::Relaxed);
     let d = std::env::temp_dir().join(format!("fwlog{}-{what}{n}", std::process::id()));
@@ -178,7 +178,7 @@ impl Lapi {
             .expect("starting crowdsec");
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(30);
-        let ns = tests::netns_path(&self.ns);
+        let ns = testkit::netns_path(&self.ns);
         loop {
             let up = in_netns(&ns, || TcpStream::connect(("127.0.0.1", LAPI_PORT)).is_ok());
             if up {
@@ -535,7 +535,7 @@ fn an_auto_ban_is_pushed_as_an_alert_and_not_looped_back() {
     ));
     let fw = start_fw(&sb, &policy);
     // A real flood: 1000 datagrams a second for 1 s against 50/s.
-    tests::send_udp(
+    testkit::send_udp(
         &sb.attacker_path(),
         Some(ip("198.51.100.2")),
         sock("198.51.100.1", 9000),
@@ -594,7 +594,7 @@ fn an_auto_ban_is_pushed_as_an_alert_and_not_looped_back() {
     // With the LAPI down, a second ban waits in the outbox and is sent once
     // the LAPI is back.
     lapi.kill();
-    tests::send_udp(
+    testkit::send_udp(
         &sb.attacker_path(),
         Some(ip("198.51.100.3")),
         sock("198.51.100.1", 9000),
@@ -781,7 +781,7 @@ fn a_startup_pull_of_100000_decisions_and_a_restart_resync() {
     lapi.cscli(&["decisions", "delete", "--ip", &addr(7).to_string()]);
     let metrics = format!("127.0.0.1:{METRICS_PORT}");
     let fw2 = FirewallDaemon::spawn(
-        &tests::firewall_bin(),
+        &testkit::firewall_bin(),
         &sb.gw_ns,
         &pin,
         &[
@@ -1078,7 +1078,7 @@ impl Drop for Hostile {
 
 #[test]
 fn hostile_lapi_answers_are_rejected_or_skipped() {
-    if !tests::privileged("hostile_lapi_answers_are_rejected_or_skipped") {
+    if !testkit::privileged("hostile_lapi_answers_are_rejected_or_skipped") {
         return;
     }
     let sb = Sandbox::new().unwrap();

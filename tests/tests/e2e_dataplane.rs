@@ -3,7 +3,7 @@
 
 use std::{net::IpAddr, time::Duration};
 
-use tests::{
+use testkit::{
     e2e::{link_details, ok, policy_file, sock, top_row, verdict, within, Flows},
     send_raw, send_udp, FirewallDaemon, Sandbox, UdpSink,
 };
@@ -38,7 +38,7 @@ fn start(sb: &Sandbox, extra: &[&str]) -> FirewallDaemon {
 
 #[test]
 fn blocked_limited_and_allowed_sources() {
-    if !tests::privileged("blocked_limited_and_allowed_sources") {
+    if !testkit::privileged("blocked_limited_and_allowed_sources") {
         return;
     }
     let sb = Sandbox::new().expect("sandbox");
@@ -94,7 +94,7 @@ fn blocked_limited_and_allowed_sources() {
 
 #[test]
 fn ipv6_sources_in_one_64_share_a_bucket() {
-    if !tests::privileged("ipv6_sources_in_one_64_share_a_bucket") {
+    if !testkit::privileged("ipv6_sources_in_one_64_share_a_bucket") {
         return;
     }
     let sb = Sandbox::new().expect("sandbox");
@@ -130,7 +130,7 @@ fn ipv6_sources_in_one_64_share_a_bucket() {
 
 #[test]
 fn vlan_tagged_flow_is_limited_like_an_untagged_one() {
-    if !tests::privileged("vlan_tagged_flow_is_limited_like_an_untagged_one") {
+    if !testkit::privileged("vlan_tagged_flow_is_limited_like_an_untagged_one") {
         return;
     }
     let sb = Sandbox::new().expect("sandbox");
@@ -170,7 +170,7 @@ fn vlan_tagged_flow_is_limited_like_an_untagged_one() {
 
 #[test]
 fn stopping_the_controller_leaves_enforcement_and_a_restart_adopts_it() {
-    if !tests::privileged("stopping_the_controller_leaves_enforcement_and_a_restart_adopts_it") {
+    if !testkit::privileged("stopping_the_controller_leaves_enforcement_and_a_restart_adopts_it") {
         return;
     }
     let sb = Sandbox::new().expect("sandbox");
@@ -223,7 +223,7 @@ fn stopping_the_controller_leaves_enforcement_and_a_restart_adopts_it() {
     // A second `run` adopts the pinned state: counters continue.
     let policy = policy_file(POLICY);
     let fw2 = FirewallDaemon::spawn(
-        &tests::firewall_bin(),
+        &testkit::firewall_bin(),
         &sb.gw_ns,
         fw.pin_dir(),
         &[
@@ -255,7 +255,7 @@ fn stopping_the_controller_leaves_enforcement_and_a_restart_adopts_it() {
 
 #[test]
 fn detach_removes_everything() {
-    if !tests::privileged("detach_removes_everything") {
+    if !testkit::privileged("detach_removes_everything") {
         return;
     }
     let sb = Sandbox::new().expect("sandbox");
@@ -280,5 +280,5 @@ fn detach_removes_everything() {
     );
     let out = fw.cli(&["stats"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(tests::e2e::stderr(&out).starts_with("error:"));
+    assert!(testkit::e2e::stderr(&out).starts_with("error:"));
 }

@@ -3,7 +3,7 @@
 
 use std::{net::IpAddr, path::PathBuf, time::Duration};
 
-use tests::{
+use testkit::{
     e2e::{json, policy_file, sock, spoofed_flood, verdict, within, Flows},
     send_udp, FirewallDaemon, Sandbox, UdpSink,
 };
@@ -29,7 +29,7 @@ fn args<'a>(sb: &'a Sandbox, policy: &'a str, extra: &[&'a str]) -> Vec<&'a str>
 
 #[test]
 fn tc_mode_enforces_the_same_policy() {
-    if !tests::privileged("tc_mode_enforces_the_same_policy") {
+    if !testkit::privileged("tc_mode_enforces_the_same_policy") {
         return;
     }
     let sb = Sandbox::new().unwrap();
@@ -73,8 +73,9 @@ fn tc_mode_enforces_the_same_policy() {
 
 #[test]
 fn kill_9_during_a_flood_keeps_enforcing_and_a_restart_adopts_the_buckets() {
-    if !tests::privileged("kill_9_during_a_flood_keeps_enforcing_and_a_restart_adopts_the_buckets")
-    {
+    if !testkit::privileged(
+        "kill_9_during_a_flood_keeps_enforcing_and_a_restart_adopts_the_buckets",
+    ) {
         return;
     }
     let sb = Sandbox::new().unwrap();
@@ -95,7 +96,7 @@ fn kill_9_during_a_flood_keeps_enforcing_and_a_restart_adopts_the_buckets() {
     fw.kill9();
     std::thread::sleep(Duration::from_millis(1500));
     let fw2 = FirewallDaemon::spawn(
-        &tests::firewall_bin(),
+        &testkit::firewall_bin(),
         &sb.gw_ns,
         fw.pin_dir(),
         &args(&sb, p, &[]),
@@ -131,7 +132,7 @@ fn kill_9_during_a_flood_keeps_enforcing_and_a_restart_adopts_the_buckets() {
 fn variant_bin() -> Option<PathBuf> {
     match std::env::var_os("FIREWALL_BIN_VARIANT") {
         Some(p) => Some(PathBuf::from(p)),
-        None if tests::under_ci() => {
+        None if testkit::under_ci() => {
             panic!("FIREWALL_BIN_VARIANT is not set (cargo xtask test builds it)")
         }
         None => {
@@ -143,7 +144,7 @@ fn variant_bin() -> Option<PathBuf> {
 
 #[test]
 fn an_upgraded_binary_replaces_the_program_with_no_unfiltered_window() {
-    if !tests::privileged("an_upgraded_binary_replaces_the_program_with_no_unfiltered_window") {
+    if !testkit::privileged("an_upgraded_binary_replaces_the_program_with_no_unfiltered_window") {
         return;
     }
     let Some(variant) = variant_bin() else { return };
@@ -213,7 +214,8 @@ fn an_upgraded_binary_replaces_the_program_with_no_unfiltered_window() {
 /// the IP header checksum is recomputed.
 #[test]
 fn a_spoofed_flood_of_a_million_sources_is_cut_to_the_new_source_budget() {
-    if !tests::privileged("a_spoofed_flood_of_a_million_sources_is_cut_to_the_new_source_budget") {
+    if !testkit::privileged("a_spoofed_flood_of_a_million_sources_is_cut_to_the_new_source_budget")
+    {
         return;
     }
     let sb = Sandbox::new().unwrap();

@@ -4,7 +4,7 @@
 use std::{net::IpAddr, time::Duration};
 
 use firewall_user::rawmap::{RawMap, Shape};
-use tests::{
+use testkit::{
     e2e::{json, policy_file, sock, verdict},
     send_udp, FirewallDaemon, Sandbox, UdpSink,
 };
@@ -16,11 +16,11 @@ const NO_PREALLOC: u32 = 1;
 
 #[test]
 fn an_older_map_layout_is_migrated_and_the_rest_reported() {
-    if !tests::privileged("an_older_map_layout_is_migrated_and_the_rest_reported") {
+    if !testkit::privileged("an_older_map_layout_is_migrated_and_the_rest_reported") {
         return;
     }
     let sb = Sandbox::new().unwrap();
-    let pin_dir = tests::unique_pin_dir();
+    let pin_dir = testkit::unique_pin_dir();
     std::fs::create_dir_all(&pin_dir).unwrap();
     let cpus = aya::util::nr_cpus().unwrap();
     // An "older version": counters held packets only (8-byte values) ...
@@ -77,7 +77,7 @@ fn an_older_map_layout_is_migrated_and_the_rest_reported() {
 
     let policy = policy_file("[defaults]\nrate = 1000\nburst = 1000\n");
     let fw = FirewallDaemon::spawn(
-        &tests::firewall_bin(),
+        &testkit::firewall_bin(),
         &sb.gw_ns,
         &pin_dir,
         &[

@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use tests::{
+use testkit::{
     e2e::{json, ok, policy_file, sample, scrape, spoofed_flood},
     FirewallDaemon, Sandbox,
 };
@@ -50,7 +50,7 @@ fn blocks(fw: &FirewallDaemon) -> Vec<String> {
 
 #[test]
 fn a_million_source_table_tracks_a_spoofed_flood_and_survives_a_resize() {
-    if !tests::privileged("a_million_source_table_tracks_a_spoofed_flood_and_survives_a_resize") {
+    if !testkit::privileged("a_million_source_table_tracks_a_spoofed_flood_and_survives_a_resize") {
         return;
     }
     let sb = Sandbox::new().unwrap();
@@ -113,7 +113,8 @@ fn a_million_source_table_tracks_a_spoofed_flood_and_survives_a_resize() {
     let big = table_policy(2_000_000);
     let a2 = args(&sb, &big);
     let a2: Vec<&str> = a2.iter().map(String::as_str).collect();
-    let fw2 = FirewallDaemon::spawn(&tests::firewall_bin(), &sb.gw_ns, fw.pin_dir(), &a2).unwrap();
+    let fw2 =
+        FirewallDaemon::spawn(&testkit::firewall_bin(), &sb.gw_ns, fw.pin_dir(), &a2).unwrap();
     let status = json(&fw2, &["status", "--json"]);
     assert_eq!(status["tracked_sources_capacity"], 2_000_000, "{status}");
     assert_eq!(
@@ -146,7 +147,7 @@ fn a_million_source_table_tracks_a_spoofed_flood_and_survives_a_resize() {
     );
     // A bad size is refused by `check` with its line.
     let bad = policy_file("[table]\nmax_sources = 10\n");
-    let o = tests::firewall::cli(fw2.pin_dir(), &["check", bad.to_str().unwrap()]);
+    let o = testkit::firewall::cli(fw2.pin_dir(), &["check", bad.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2));
     let err = String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr);
     assert!(

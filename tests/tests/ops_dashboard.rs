@@ -9,7 +9,7 @@ use std::{
 };
 
 use serde_json::Value;
-use tests::{
+use testkit::{
     e2e::{policy_file, scrape, sock},
     send_udp, FirewallDaemon, Sandbox, UdpSink,
 };
@@ -324,7 +324,7 @@ fn alert_rules_are_complete() {
 
 #[test]
 fn dashboard_and_alerts_use_only_exported_metrics() {
-    if !tests::privileged("dashboard_and_alerts_use_only_exported_metrics") {
+    if !testkit::privileged("dashboard_and_alerts_use_only_exported_metrics") {
         return;
     }
     let text = std::fs::read_to_string(repo().join("dashboards/firewall.json")).unwrap();
@@ -399,7 +399,7 @@ fn dashboard_and_alerts_use_only_exported_metrics() {
         "firewall_policy_reloads_total{result=\"error\"}",
     ] {
         assert!(
-            tests::e2e::sample(&body, series).is_some(),
+            testkit::e2e::sample(&body, series).is_some(),
             "no sample {series}:\n{body}"
         );
     }

@@ -12,7 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use tests::{
+use testkit::{
     e2e::{json, policy_file, sock},
     firewall_bin, send_udp, FirewallDaemon, Sandbox, UdpSink,
 };
@@ -25,7 +25,7 @@ fn have_tmux(test: &str) -> bool {
         .is_ok_and(|o| o.status.success());
     if !ok {
         let why = "tmux is not installed (`cargo xtask setup` installs it)";
-        if tests::under_ci() {
+        if testkit::under_ci() {
             panic!("{test} cannot run under CI=true: {why}");
         }
         eprintln!("SKIP {test}: {why}");
@@ -221,7 +221,7 @@ fn ip(s: &str) -> IpAddr {
 #[test]
 fn top_watch_shows_the_flood_blocks_and_unblocks_and_quits_cleanly() {
     let name = "top_watch_shows_the_flood_blocks_and_unblocks_and_quits_cleanly";
-    if !tests::privileged(name) || !have_tmux(name) {
+    if !testkit::privileged(name) || !have_tmux(name) {
         return;
     }
     let sb = Sandbox::new().unwrap();
@@ -392,7 +392,7 @@ fn drive_the_view(fw: &FirewallDaemon) {
 #[test]
 fn every_way_out_of_top_watch_restores_the_terminal() {
     let name = "every_way_out_of_top_watch_restores_the_terminal";
-    if !tests::privileged(name) || !have_tmux(name) {
+    if !testkit::privileged(name) || !have_tmux(name) {
         return;
     }
     let sb = Sandbox::new().unwrap();
@@ -441,14 +441,14 @@ fn every_way_out_of_top_watch_restores_the_terminal() {
 fn top_watch_needs_a_terminal_and_a_data_plane() {
     // Not privileged: no daemon needed for these refusals.
     let dir = std::env::temp_dir().join(format!("fw-no-pins-{}", std::process::id()));
-    let out = tests::cli(&dir, &["top", "--watch"]);
+    let out = testkit::cli(&dir, &["top", "--watch"]);
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.starts_with("error:") && err.contains("needs a terminal"),
         "{err}"
     );
-    let out = tests::cli(&dir, &["top", "--watch", "--json"]);
+    let out = testkit::cli(&dir, &["top", "--watch", "--json"]);
     assert_eq!(
         out.status.code(),
         Some(2),

@@ -253,8 +253,8 @@ mod cli_tests {
             (v(&[]), v(&["--nocapture", "x"]))
         );
         assert_eq!(
-            parse(&["test", "-p", "tests", "--lib", "--", "--bogus"]),
-            (v(&["-p", "tests", "--lib"]), v(&["--bogus"]))
+            parse(&["test", "-p", "testkit", "--lib", "--", "--bogus"]),
+            (v(&["-p", "testkit", "--lib"]), v(&["--bogus"]))
         );
     }
 }

@@ -447,7 +447,7 @@ pub fn unpin_thread() {
     // SAFETY: as in `pin_task`.
     unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
-        for c in 0..crate::bench::ncpus() {
+        for c in 0..crate::ncpus() {
             libc::CPU_SET(c, &mut set);
         }
         libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);

@@ -2,7 +2,7 @@
 //!
 //! Every frame is derived from `(seed, index)` alone, so any failure replays
 //! (`cargo xtask fuzz --seed S --replay INDEX`). A frame is one of:
-//! - a structured frame from the [`packet`](crate::packet) builder with
+//! - a structured frame from the [`packet`](testkit::packet) builder with
 //!   random choices: IPv4/IPv6/non-IP, UDP/TCP/ICMP/raw L4, 0..6 VLAN tags
 //!   with 802.1Q/802.1ad/other TPIDs, IPv4 options, IPv6 extension-header
 //!   chains (long, repeated, fragment headers), fragments, TCP data offsets,
@@ -53,7 +53,7 @@ use aya::programs::ProgramError;
 use firewall_common::{Counter, Stat, Verdict, N_VERDICTS};
 use firewall_user::policy::{self, Policy};
 
-use crate::{
+use testkit::{
     fixtures,
     harness::{delta, Harness, Hook, TC_ACT_OK, TC_ACT_SHOT, XDP_DROP, XDP_PASS, XDP_TX},
     packet::{self, tcp_flags, Frame, Ipv6Ext, L4},

@@ -8,11 +8,11 @@
 //!
 //! ```no_run
 //! # fn main() -> anyhow::Result<()> {
-//! if !tests::privileged("flood_is_limited") { return Ok(()); }
-//! let sb = tests::Sandbox::new()?;
-//! let fw = tests::FirewallDaemon::start(&sb.gw_ns, &["--iface", &sb.gw_attacker_if]);
-//! let sink = tests::UdpSink::bind(&sb.gw_path(), "198.51.100.1:9000".parse()?);
-//! tests::send_udp(&sb.attacker_path(), None, sink.addr(), 5000, std::time::Duration::from_secs(1));
+//! if !testkit::privileged("flood_is_limited") { return Ok(()); }
+//! let sb = testkit::Sandbox::new()?;
+//! let fw = testkit::FirewallDaemon::start(&sb.gw_ns, &["--iface", &sb.gw_attacker_if]);
+//! let sink = testkit::UdpSink::bind(&sb.gw_path(), "198.51.100.1:9000".parse()?);
+//! testkit::send_udp(&sb.attacker_path(), None, sink.addr(), 5000, std::time::Duration::from_secs(1));
 //! println!("{}", String::from_utf8_lossy(&fw.cli(&["stats"]).stdout));
 //! # Ok(()) }
 //! ```
@@ -24,8 +24,6 @@ pub mod firewall;
 #[cfg(feature = "dataplane")]
 pub mod fixtures;
 pub mod fleet;
-#[cfg(feature = "dataplane")]
-pub mod fuzz;
 #[cfg(feature = "dataplane")]
 pub mod harness;
 pub mod netns;
@@ -91,7 +89,7 @@ pub fn privilege_problem() -> Option<String> {
         .clone()
 }
 
-/// Gate for privileged tests: `if !tests::privileged("name") { return; }`.
+/// Gate for privileged tests: `if !testkit::privileged("name") { return; }`.
 ///
 /// Returns true when the test can run. Otherwise, under `CI=true` it panics
 /// with the reason (privileged tests never skip in CI); elsewhere it prints

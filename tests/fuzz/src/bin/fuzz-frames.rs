@@ -1,4 +1,4 @@
-//! `fuzz-frames`: the frame fuzzer of `tests::fuzz` as a program (what
+//! `fuzz-frames`: the frame fuzzer of the `fuzz` crate as a program (what
 //! `cargo xtask fuzz` runs). Needs root and bpffs at /sys/fs/bpf.
 //!
 //! ```text
@@ -12,7 +12,7 @@
 
 use std::process::ExitCode;
 
-use tests::fuzz::{self, Options};
+use fuzz::{self, Options};
 
 const USAGE: &str =
     "usage: fuzz-frames [--frames N] [--seed S] [--tc-every K] [--replay INDEX]\n  \
@@ -61,7 +61,7 @@ fn main() -> ExitCode {
         eprintln!("error: {e}");
         return ExitCode::from(2);
     }
-    if let Some(reason) = tests::privilege_problem() {
+    if let Some(reason) = testkit::privilege_problem() {
         eprintln!("error: cannot run the data plane here: {reason}");
         return ExitCode::from(1);
     }
