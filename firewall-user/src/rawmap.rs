@@ -9,11 +9,9 @@ use std::{
     path::Path,
 };
 
-const BPF_MAP_CREATE: libc::c_long = 0;
 const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
 const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
 const BPF_MAP_GET_NEXT_KEY: libc::c_long = 4;
-const BPF_OBJ_PIN: libc::c_long = 6;
 const BPF_OBJ_GET: libc::c_long = 7;
 const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
 
@@ -73,30 +71,6 @@ impl RawMap {
         Ok(RawMap { fd, shape })
     }
 
-    /// Create a map (used by tests to stage an older layout).
-    pub fn create(shape: Shape, name: &str) -> io::Result<RawMap> {
-        let mut attr = [0u64; 16];
-        attr[0] = shape.map_type as u64 | (shape.key_size as u64) << 32;
-        attr[1] = shape.value_size as u64 | (shape.max_entries as u64) << 32;
-        attr[2] = shape.flags as u64;
-        // map_name starts at byte 28 (after inner_map_fd, numa_node).
-        let bytes: &mut [u8; 128] = bytemuck_bytes(&mut attr);
-        let n = name.len().min(15);
-        bytes[28..28 + n].copy_from_slice(&name.as_bytes()[..n]);
-        let fd = sys(BPF_MAP_CREATE, &mut attr)?;
-        // SAFETY: a new fd from BPF_MAP_CREATE.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
-        Ok(RawMap { fd, shape })
-    }
-
-    pub fn pin(&self, path: &Path) -> io::Result<()> {
-        let c = CString::new(path.as_os_str().as_encoded_bytes()).map_err(io::Error::other)?;
-        let mut attr = [0u64; 16];
-        attr[0] = c.as_ptr() as u64;
-        attr[1] = self.fd.as_raw_fd() as u64;
-        sys(BPF_OBJ_PIN, &mut attr).map(|_| ())
-    }
-
     /// Bytes of one value as the syscalls exchange it (per CPU: each CPU's
     /// value rounded up to 8 bytes).
     pub fn value_len(&self) -> usize {
@@ -151,12 +125,6 @@ impl RawMap {
         attr[2] = value.as_ptr() as u64;
         sys(BPF_MAP_UPDATE_ELEM, &mut attr).map(|_| ())
     }
-}
-
-fn bytemuck_bytes(a: &mut [u64; 16]) -> &mut [u8; 128] {
-    // SAFETY: [u64; 16] and [u8; 128] have the same size; u8 has no
-    // alignment or validity requirements.
-    unsafe { &mut *(a as *mut [u64; 16] as *mut [u8; 128]) }
 }
 
 /// `struct bpf_map_info`: type, id, key_size, value_size, max_entries, flags.

@@ -34,24 +34,6 @@ fn flood_policy(challenge: bool, rate: u64) -> String {
     )
 }
 
-fn start(sb: &Sandbox, policy: &Path, port: u16) -> FirewallDaemon {
-    let p = policy.display().to_string();
-    let addr = format!("127.0.0.1:{port}");
-    FirewallDaemon::start(
-        &sb.gw_ns,
-        &[
-            "--iface",
-            &sb.gw_client_if,
-            "--iface",
-            &sb.gw_attacker_if,
-            "--config",
-            &p,
-            "--metrics-addr",
-            &addr,
-        ],
-    )
-}
-
 /// Rewrite the policy file and wait for the daemon's reload.
 fn reload(fw: &FirewallDaemon, path: &Path, toml: &str) {
     let before = reloads(fw);
@@ -225,7 +207,11 @@ fn new_clients_connect_through_a_spoofed_syn_flood() {
     let _nginx = Nginx::start(&sb.gw_ns, &[("index.html", b"hello\n")]).unwrap();
     let policy = policy_file(&flood_policy(false, 1_000_000));
     let port = 9493;
-    let mut fw = start(&sb, &policy, port);
+    let mut fw = FirewallDaemon::on(&sb.gw_ns)
+        .gateway_ifaces(&sb)
+        .config(&policy)
+        .metrics(port)
+        .start();
     for ifname in [&sb.gw_client_if, &sb.gw_attacker_if] {
         web::napi_threaded(&sb.gw_ns, ifname).unwrap();
     }
@@ -348,7 +334,11 @@ fn a_new_client_fetches_a_file_through_the_challenge() {
          [flood]\nnew_sources_rate = 1\nnew_sources_burst = 1\nsyn_challenge = true\n",
     );
     let port = 9494;
-    let mut fw = start(&sb, &policy, port);
+    let mut fw = FirewallDaemon::on(&sb.gw_ns)
+        .gateway_ifaces(&sb)
+        .config(&policy)
+        .metrics(port)
+        .start();
     // The client learns the gateway's addresses first (its own primary
     // addresses: the new ones never resolve anything themselves).
     let warm = [IpAddr::V4(GW_CLIENT_V4), IpAddr::V6(GW_CLIENT_V6)];

@@ -1,16 +1,12 @@
 //! End to end: every command of docs/reference.md against a running gateway, the
 //! shape of its output, and the events the daemon writes.
 
-use std::{net::IpAddr, time::Duration};
+use std::time::Duration;
 
 use testkit::{
-    e2e::{json, ok, policy_file, sock, stderr, verdict},
+    e2e::{ip, json, ok, policy_file, sock, stderr, verdict},
     firewall_bin, nsenter_cmd, output_timeout, send_udp, FirewallDaemon, Sandbox, UdpSink,
 };
-
-fn ip(s: &str) -> IpAddr {
-    s.parse().unwrap()
-}
 
 const POLICY: &str = r#"
 block = ["203.0.113.0/24"]
@@ -22,18 +18,6 @@ cidr = "198.51.100.128/25"
 rate = 500
 burst = 500
 "#;
-
-fn start(sb: &Sandbox, extra: &[&str]) -> FirewallDaemon {
-    let policy = policy_file(POLICY);
-    let mut args = vec![
-        "--iface",
-        sb.gw_attacker_if.as_str(),
-        "--config",
-        policy.to_str().unwrap(),
-    ];
-    args.extend_from_slice(extra);
-    FirewallDaemon::start(&sb.gw_ns, &args)
-}
 
 fn through(sb: &Sandbox, sink: &UdpSink, src: &str, n: u64) -> u64 {
     let before = sink.count_from(ip(src));
@@ -54,7 +38,10 @@ fn lists_and_limits_from_the_cli_follow_the_contract() {
         return;
     }
     let sb = Sandbox::new().unwrap();
-    let fw = start(&sb, &[]);
+    let fw = FirewallDaemon::on(&sb.gw_ns)
+        .iface(&sb.gw_attacker_if)
+        .policy(POLICY)
+        .start();
     let sink = UdpSink::bind(&sb.gw_path(), sock("0.0.0.0", 9000));
     // Allowlisted: no limit at all.
     ok(
@@ -150,15 +137,10 @@ fn status_stats_and_top_report_the_running_gateway() {
     }
     let sb = Sandbox::new().unwrap();
     let policy = policy_file(POLICY);
-    let fw = FirewallDaemon::start(
-        &sb.gw_ns,
-        &[
-            "--iface",
-            &sb.gw_attacker_if,
-            "--config",
-            policy.to_str().unwrap(),
-        ],
-    );
+    let fw = FirewallDaemon::on(&sb.gw_ns)
+        .iface(&sb.gw_attacker_if)
+        .config(&policy)
+        .start();
     let sink = UdpSink::bind(&sb.gw_path(), sock("0.0.0.0", 9000));
     through(&sb, &sink, "198.51.100.2", 500);
     through(&sb, &sink, "198.51.100.3", 20);
@@ -222,7 +204,10 @@ fn events_are_json_lines_for_the_whole_life_of_the_daemon() {
         return;
     }
     let sb = Sandbox::new().unwrap();
-    let mut fw = start(&sb, &[]);
+    let mut fw = FirewallDaemon::on(&sb.gw_ns)
+        .iface(&sb.gw_attacker_if)
+        .policy(POLICY)
+        .start();
     let _sink = UdpSink::bind(&sb.gw_path(), sock("0.0.0.0", 9000));
     send_udp(
         &sb.attacker_path(),
@@ -272,7 +257,11 @@ fn monitor_mode_passes_what_it_would_drop() {
         return;
     }
     let sb = Sandbox::new().unwrap();
-    let fw = start(&sb, &["--monitor"]);
+    let fw = FirewallDaemon::on(&sb.gw_ns)
+        .iface(&sb.gw_attacker_if)
+        .policy(POLICY)
+        .args(&["--monitor"])
+        .start();
     let sink = UdpSink::bind(&sb.gw_path(), sock("0.0.0.0", 9000));
     assert_eq!(through(&sb, &sink, "198.51.100.2", 300), 300);
     // A blocklisted (spoofed) source: counted, yet passed to the host.
@@ -346,7 +335,10 @@ fn a_second_controller_on_the_same_pins_is_refused() {
         return;
     }
     let sb = Sandbox::new().unwrap();
-    let fw = start(&sb, &[]);
+    let fw = FirewallDaemon::on(&sb.gw_ns)
+        .iface(&sb.gw_attacker_if)
+        .policy(POLICY)
+        .start();
     let mut cmd = nsenter_cmd(&sb.gw_ns, firewall_bin());
     cmd.arg("--pin-dir").arg(fw.pin_dir()).args([
         "run",

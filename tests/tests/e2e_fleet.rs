@@ -64,17 +64,13 @@ fn policy(name: &str) -> PathBuf {
 }
 
 fn start_gw(ns: &str, policy: &Path, pin: Option<&Path>) -> FirewallDaemon {
-    let args = [
-        "--iface",
-        "hub",
-        "--config",
-        policy.to_str().unwrap(),
-        "--metrics-addr",
-        "127.0.0.1:9477",
-    ];
+    let gw = FirewallDaemon::on(ns)
+        .iface("hub")
+        .config(policy)
+        .metrics(9477);
     match pin {
-        None => FirewallDaemon::start(ns, &args),
-        Some(p) => FirewallDaemon::spawn(&testkit::firewall_bin(), ns, p, &args).expect("restart"),
+        None => gw.start(),
+        Some(p) => gw.pin_dir(p).try_start().expect("restart"),
     }
 }
 

@@ -3,9 +3,10 @@
 
 use std::{net::IpAddr, time::Duration};
 
-use firewall_user::rawmap::{RawMap, Shape};
+use firewall_user::rawmap::Shape;
 use testkit::{
     e2e::{json, policy_file, sock, verdict},
+    old_maps::create_pinned,
     send_udp, FirewallDaemon, Sandbox, UdpSink,
 };
 
@@ -24,7 +25,7 @@ fn an_older_map_layout_is_migrated_and_the_rest_reported() {
     std::fs::create_dir_all(&pin_dir).unwrap();
     let cpus = aya::util::nr_cpus().unwrap();
     // An "older version": counters held packets only (8-byte values) ...
-    let counters = RawMap::create(
+    let counters = create_pinned(
         Shape {
             map_type: PERCPU_ARRAY,
             key_size: 4,
@@ -33,15 +34,15 @@ fn an_older_map_layout_is_migrated_and_the_rest_reported() {
             flags: 0,
         },
         "FW_COUNTERS",
+        &pin_dir.join("FW_COUNTERS"),
     )
     .unwrap();
     let mut blocked = vec![0u8; 8 * cpus];
     blocked[..8].copy_from_slice(&777u64.to_ne_bytes());
     counters.update(&2u32.to_ne_bytes(), &blocked).unwrap();
-    counters.pin(&pin_dir.join("FW_COUNTERS")).unwrap();
     // ... block entries were 24 bytes (expiry, hits, origin) ...
     for set in 0..2 {
-        let trie = RawMap::create(
+        let trie = create_pinned(
             Shape {
                 map_type: LPM_TRIE,
                 key_size: 8,
@@ -50,6 +51,7 @@ fn an_older_map_layout_is_migrated_and_the_rest_reported() {
                 flags: NO_PREALLOC,
             },
             "FW_BLOCK4",
+            &pin_dir.join(format!("FW_BLOCK4_{set}")),
         )
         .unwrap();
         let mut key = 32u32.to_ne_bytes().to_vec();
@@ -57,10 +59,9 @@ fn an_older_map_layout_is_migrated_and_the_rest_reported() {
         let mut value = vec![0u8; 24];
         value[16] = 1; // origin: manual
         trie.update(&key, &value).unwrap();
-        trie.pin(&pin_dir.join(format!("FW_BLOCK4_{set}"))).unwrap();
     }
     // ... and rules lived in a hash map: a different key that cannot move.
-    let rules = RawMap::create(
+    let rules = create_pinned(
         Shape {
             map_type: HASH,
             key_size: 8,
@@ -69,10 +70,10 @@ fn an_older_map_layout_is_migrated_and_the_rest_reported() {
             flags: 0,
         },
         "FW_RULES",
+        &pin_dir.join("FW_RULES"),
     )
     .unwrap();
     rules.update(&[0; 8], &[0; 56]).unwrap();
-    rules.pin(&pin_dir.join("FW_RULES")).unwrap();
     drop((counters, rules));
 
     let policy = policy_file("[defaults]\nrate = 1000\nburst = 1000\n");

@@ -5,7 +5,6 @@
 //! back: normal screen, cooked mode, exit status.
 
 use std::{
-    net::IpAddr,
     path::{Path, PathBuf},
     process::Command,
     sync::atomic::{AtomicBool, Ordering},
@@ -13,7 +12,7 @@ use std::{
 };
 
 use testkit::{
-    e2e::{json, policy_file, sock},
+    e2e::{ip, json, policy_file, sock},
     firewall_bin, send_udp, FirewallDaemon, Sandbox, UdpSink,
 };
 
@@ -214,10 +213,6 @@ fn selected_line(screen: &str) -> Option<&str> {
     screen.lines().find(|l| l.contains("│> "))
 }
 
-fn ip(s: &str) -> IpAddr {
-    s.parse().unwrap()
-}
-
 #[test]
 fn top_watch_shows_the_flood_blocks_and_unblocks_and_quits_cleanly() {
     let name = "top_watch_shows_the_flood_blocks_and_unblocks_and_quits_cleanly";
@@ -228,17 +223,11 @@ fn top_watch_shows_the_flood_blocks_and_unblocks_and_quits_cleanly() {
     let policy = policy_file(
         "[defaults]\nrate = 100\nburst = 200\n\n[autoban]\ndrops = 1000\nwindow = \"10s\"\nban = \"10m\"\nmax_ban = \"1h\"\n",
     );
-    let fw = FirewallDaemon::start(
-        &sb.gw_ns,
-        &[
-            "--iface",
-            &sb.gw_attacker_if,
-            "--iface",
-            &sb.gw_client_if,
-            "--config",
-            policy.to_str().unwrap(),
-        ],
-    );
+    let fw = FirewallDaemon::on(&sb.gw_ns)
+        .iface(&sb.gw_attacker_if)
+        .iface(&sb.gw_client_if)
+        .config(&policy)
+        .start();
     let _sink = UdpSink::bind(&sb.gw_path(), sock("0.0.0.0", 9000));
     let stop = AtomicBool::new(false);
     std::thread::scope(|s| {

@@ -19,6 +19,7 @@
 
 #[cfg(feature = "dataplane")]
 pub mod challenge_fixtures;
+pub mod daemon;
 pub mod e2e;
 pub mod firewall;
 #[cfg(feature = "dataplane")]
@@ -27,6 +28,8 @@ pub mod fleet;
 #[cfg(feature = "dataplane")]
 pub mod harness;
 pub mod netns;
+#[cfg(feature = "dataplane")]
+pub mod old_maps;
 pub mod packet;
 pub mod sandbox;
 pub mod traffic;
@@ -36,6 +39,7 @@ pub mod web;
 #[cfg(test)]
 mod selftest;
 
+pub use daemon::DaemonBuilder;
 pub use firewall::{cli, cli_in, firewall_bin, unique_pin_dir, FirewallDaemon};
 pub use netns::{
     if_index, in_netns, mac_address, netns_path, nsenter_cmd, output_timeout, sysctl_get,
