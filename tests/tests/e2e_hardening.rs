@@ -1,11 +1,11 @@
 //! End to end: TC mode, enforcement that outlives the controller, in-place
 //! upgrades, and a spoofed-source flood of a million addresses.
 
-use std::{path::PathBuf, time::Duration};
+use std::time::Duration;
 
 use testkit::{
     e2e::{ip, json, policy_file, sock, spoofed_flood, verdict, within, Flows},
-    send_udp, FirewallDaemon, Sandbox, UdpSink,
+    send_udp, variant_bin, FirewallDaemon, Sandbox, UdpSink,
 };
 
 const POLICY: &str = "block = [\"198.51.100.3\"]\n[defaults]\nrate = 100\nburst = 50\n";
@@ -109,25 +109,14 @@ fn kill_9_during_a_flood_keeps_enforcing_and_a_restart_adopts_the_buckets() {
     assert!(attach.iter().all(|e| e["replaced"] == true), "{attach:?}");
 }
 
-fn variant_bin() -> Option<PathBuf> {
-    match std::env::var_os("FIREWALL_BIN_VARIANT") {
-        Some(p) => Some(PathBuf::from(p)),
-        None if testkit::under_ci() => {
-            panic!("FIREWALL_BIN_VARIANT is not set (cargo xtask test builds it)")
-        }
-        None => {
-            eprintln!("SKIP upgrade test: set FIREWALL_BIN_VARIANT to a build made with FIREWALL_EBPF_FEATURES=upgrade-variant (cargo xtask test does)");
-            None
-        }
-    }
-}
-
 #[test]
 fn an_upgraded_binary_replaces_the_program_with_no_unfiltered_window() {
     if !testkit::privileged("an_upgraded_binary_replaces_the_program_with_no_unfiltered_window") {
         return;
     }
-    let Some(variant) = variant_bin() else { return };
+    let Some(variant) = variant_bin("upgrade test") else {
+        return;
+    };
     let sb = Sandbox::new().unwrap();
     let policy =
         policy_file("block = [\"198.51.100.3\"]\n[defaults]\nrate = 100000\nburst = 100000\n");

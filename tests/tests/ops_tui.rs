@@ -42,7 +42,7 @@ struct Tmux {
 static SERIAL: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
 impl Tmux {
-    fn start(pin_dir: &Path, env: &[(&str, &str)]) -> Tmux {
+    fn start(bin: &Path, pin_dir: &Path, env: &[(&str, &str)]) -> Tmux {
         let id = format!(
             "{}-{}",
             std::process::id(),
@@ -54,7 +54,7 @@ impl Tmux {
         let script = format!(
             "#!/bin/sh\nprintf 'before-top\\n'\n{envs}'{bin}' --pin-dir '{pin}' top --watch 1 -n 8\n\
              echo \"top-exit=$?\"\nstty -a > '{dir}/stty.txt'\necho done > '{dir}/done'\nexec sleep 600\n",
-            bin = firewall_bin().display(),
+            bin = bin.display(),
             pin = pin_dir.display(),
             dir = dir.display(),
         );
@@ -266,7 +266,7 @@ fn top_watch_shows_the_flood_blocks_and_unblocks_and_quits_cleanly() {
 }
 
 fn drive_the_view(fw: &FirewallDaemon) {
-    let t = Tmux::start(fw.pin_dir(), &[]);
+    let t = Tmux::start(&firewall_bin(), fw.pin_dir(), &[]);
     t.wait_for(
         "the flood, its ban and two rate samples",
         Duration::from_secs(30),
@@ -393,7 +393,7 @@ fn every_way_out_of_top_watch_restores_the_terminal() {
         assert!(t.alternate_on());
     };
     for (how, keys) in [("Esc", vec!["Escape"]), ("Ctrl-C", vec!["C-c"])] {
-        let t = Tmux::start(fw.pin_dir(), &[]);
+        let t = Tmux::start(&firewall_bin(), fw.pin_dir(), &[]);
         ready(&t);
         t.keys(&keys);
         let (code, s) = t.ended();
@@ -402,7 +402,7 @@ fn every_way_out_of_top_watch_restores_the_terminal() {
         println!("{how}: exit 0, terminal restored");
     }
     // SIGTERM: caught, the loop ends, the terminal is restored.
-    let t = Tmux::start(fw.pin_dir(), &[]);
+    let t = Tmux::start(&firewall_bin(), fw.pin_dir(), &[]);
     ready(&t);
     let pid = t.top_pid();
     // SAFETY: kill(2) on the pid of the `firewall top` this test started.
@@ -412,8 +412,12 @@ fn every_way_out_of_top_watch_restores_the_terminal() {
     t.assert_restored(&s);
     println!("SIGTERM: exit 0, terminal restored");
     // A panic: the hook restores the terminal before the message, which
-    // lands on the normal screen.
-    let t = Tmux::start(fw.pin_dir(), &[("FIREWALL_TOP_PANIC_KEY", "!")]);
+    // lands on the normal screen. The panic key is a test hook, built only
+    // into the test variant of the binary.
+    let Some(variant) = testkit::variant_bin("top --watch panic case") else {
+        return;
+    };
+    let t = Tmux::start(&variant, fw.pin_dir(), &[("FIREWALL_TOP_PANIC_KEY", "!")]);
     ready(&t);
     t.keys(&["!"]);
     let (code, s) = t.ended();

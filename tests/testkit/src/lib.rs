@@ -40,7 +40,7 @@ pub mod web;
 mod selftest;
 
 pub use daemon::DaemonBuilder;
-pub use firewall::{cli, cli_in, firewall_bin, unique_pin_dir, FirewallDaemon};
+pub use firewall::{cli, cli_in, firewall_bin, unique_pin_dir, variant_bin, FirewallDaemon};
 pub use netns::{
     if_index, in_netns, mac_address, netns_path, nsenter_cmd, output_timeout, sysctl_get,
 };
