@@ -8,7 +8,8 @@
 //! Prints the report (counts per verdict, return values, coverage, every
 //! failure with its frame in hex and how to replay it); exits 0 only when
 //! nothing failed. `--replay INDEX` runs frame INDEX of the run with that
-//! seed and frame count (the count picks its policy) and explains it.
+//! seed and frame count (the count picks its policy), explains it and,
+//! when it fails on a fresh data plane, shrinks it.
 
 use std::process::ExitCode;
 
