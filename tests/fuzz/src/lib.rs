@@ -53,7 +53,7 @@ pub mod runner;
 pub mod shrink;
 
 pub use generator::{corpus, frame, structured, Origin};
-pub use model::{expected, model, skb_may_refuse, Parsed};
+pub use model::{expected, feature, model, skb_may_refuse, Parsed};
 pub use mutator::mutate;
 pub use rng::Rng;
 pub use runner::{
