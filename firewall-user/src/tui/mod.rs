@@ -235,9 +235,3 @@ pub(crate) fn panic_key() -> Option<char> {
         .ok()
         .and_then(|s| s.chars().next())
 }
-
-/// The shipped binary has no test hook.
-#[cfg(not(feature = "test-hooks"))]
-pub(crate) fn panic_key() -> Option<char> {
-    None
-}
