@@ -8,7 +8,7 @@ use std::{
 
 use firewall_common::{Bucket, Limit, Origin, Verdict};
 use firewall_user::{clock::mono_ns, commands::limits, control::List, policy};
-use tests::{
+use testkit::{
     harness::{Harness, Hook},
     packet::Frame,
 };
@@ -44,7 +44,7 @@ fn reference(rate: f64, burst: f64, arrivals: &[u64]) -> u64 {
 
 #[test]
 fn timed_sequence_matches_the_reference_model() {
-    if !tests::privileged("timed_sequence_matches_the_reference_model") {
+    if !testkit::privileged("timed_sequence_matches_the_reference_model") {
         return;
     }
     let (rate, burst) = (200u64, 10u64);
@@ -63,7 +63,7 @@ fn timed_sequence_matches_the_reference_model() {
             let t1 = mono_ns();
             arrivals.push((t0 + t1) / 2);
             stamps_err = stamps_err.max(t1 - t0);
-            admitted += (rv == tests::harness::XDP_PASS) as u64;
+            admitted += (rv == testkit::harness::XDP_PASS) as u64;
         }
         std::thread::sleep(Duration::from_millis(2 + round * 5 % 13));
     }
@@ -127,7 +127,7 @@ fn timed_sequence_matches_the_reference_model() {
 
 #[test]
 fn flood_guard_caps_new_sources_and_spares_known_ones() {
-    if !tests::privileged("flood_guard_caps_new_sources_and_spares_known_ones") {
+    if !testkit::privileged("flood_guard_caps_new_sources_and_spares_known_ones") {
         return;
     }
     let cpus = aya::util::nr_cpus().unwrap() as u64;
@@ -140,7 +140,7 @@ fn flood_guard_caps_new_sources_and_spares_known_ones() {
     let known = udp_from([198, 51, 100, 2]);
     assert_eq!(
         h.run(Hook::Xdp, &known, 1).unwrap(),
-        tests::harness::XDP_PASS
+        testkit::harness::XDP_PASS
     );
     // A spoofed flood: every packet from a new address.
     let mut passed = 0;
@@ -148,7 +148,7 @@ fn flood_guard_caps_new_sources_and_spares_known_ones() {
         let b = (i + 1000).to_be_bytes();
         if h.run(Hook::Xdp, &udp_from([10, b[1], b[2], b[3]]), 1)
             .unwrap()
-            == tests::harness::XDP_PASS
+            == testkit::harness::XDP_PASS
         {
             passed += 1;
         }
@@ -165,14 +165,14 @@ fn flood_guard_caps_new_sources_and_spares_known_ones() {
     for _ in 0..50 {
         assert_eq!(
             h.run(Hook::Xdp, &known, 1).unwrap(),
-            tests::harness::XDP_PASS
+            testkit::harness::XDP_PASS
         );
     }
     // Blocklist decisions do not depend on the budget.
     for i in 0..20u8 {
         assert_eq!(
             h.run(Hook::Xdp, &udp_from([203, 0, 113, i]), 1).unwrap(),
-            tests::harness::XDP_DROP
+            testkit::harness::XDP_DROP
         );
     }
     assert_eq!(h.packets(Verdict::Blocked), 20);
@@ -183,23 +183,23 @@ fn flood_guard_caps_new_sources_and_spares_known_ones() {
 
 #[test]
 fn policy_changes_apply_to_tracked_sources_on_their_next_packet() {
-    if !tests::privileged("policy_changes_apply_to_tracked_sources_on_their_next_packet") {
+    if !testkit::privileged("policy_changes_apply_to_tracked_sources_on_their_next_packet") {
         return;
     }
     let mut h = harness("[defaults]\nrate = 1\nburst = 3\n");
     let f = udp_from([198, 51, 100, 9]);
     let net = "198.51.100.9/32".parse().unwrap();
-    assert_eq!(h.run(Hook::Xdp, &f, 1).unwrap(), tests::harness::XDP_PASS);
+    assert_eq!(h.run(Hook::Xdp, &f, 1).unwrap(), testkit::harness::XDP_PASS);
     // Block it: the cached classification is dropped by the generation bump.
     h.maps
         .write()
         .unwrap()
         .add(List::Block, &[net], Origin::Manual, None, None)
         .unwrap();
-    assert_eq!(h.run(Hook::Xdp, &f, 1).unwrap(), tests::harness::XDP_DROP);
+    assert_eq!(h.run(Hook::Xdp, &f, 1).unwrap(), testkit::harness::XDP_DROP);
     assert_eq!(h.packets(Verdict::Blocked), 1);
     h.maps.write().unwrap().delete(List::Block, &[net]).unwrap();
-    assert_eq!(h.run(Hook::Xdp, &f, 1).unwrap(), tests::harness::XDP_PASS);
+    assert_eq!(h.run(Hook::Xdp, &f, 1).unwrap(), testkit::harness::XDP_PASS);
     // At 1/s the bucket is nearly empty. A class of 1000/s applies from the
     // next packet on (from an empty bucket, as a source over its old limit
     // has none left): 20 packets at 500/s pass, where the old limit would
@@ -227,14 +227,14 @@ fn policy_changes_apply_to_tracked_sources_on_their_next_packet() {
         )
         .unwrap();
     for _ in 0..100 {
-        assert_eq!(h.run(Hook::Xdp, &f, 1).unwrap(), tests::harness::XDP_PASS);
+        assert_eq!(h.run(Hook::Xdp, &f, 1).unwrap(), testkit::harness::XDP_PASS);
     }
     assert_eq!(h.packets(Verdict::Allowed), 100);
 }
 
 #[test]
 fn expired_blocks_stop_matching_at_once() {
-    if !tests::privileged("expired_blocks_stop_matching_at_once") {
+    if !testkit::privileged("expired_blocks_stop_matching_at_once") {
         return;
     }
     let mut h = harness("");
@@ -246,10 +246,10 @@ fn expired_blocks_stop_matching_at_once() {
         .unwrap()
         .add(List::Block, &[net], Origin::Manual, Some(ttl), None)
         .unwrap();
-    assert_eq!(h.run(Hook::Xdp, &f, 1).unwrap(), tests::harness::XDP_DROP);
+    assert_eq!(h.run(Hook::Xdp, &f, 1).unwrap(), testkit::harness::XDP_DROP);
     std::thread::sleep(Duration::from_millis(350));
     // The program checks the expiry itself: no controller involved.
-    assert_eq!(h.run(Hook::Xdp, &f, 1).unwrap(), tests::harness::XDP_PASS);
+    assert_eq!(h.run(Hook::Xdp, &f, 1).unwrap(), testkit::harness::XDP_PASS);
     assert_eq!(
         (h.packets(Verdict::Blocked), h.packets(Verdict::Passed)),
         (1, 1)
@@ -258,7 +258,7 @@ fn expired_blocks_stop_matching_at_once() {
 
 #[test]
 fn entries_narrower_than_the_aggregation_prefix_are_exact() {
-    if !tests::privileged("entries_narrower_than_the_aggregation_prefix_are_exact") {
+    if !testkit::privileged("entries_narrower_than_the_aggregation_prefix_are_exact") {
         return;
     }
     // Sources aggregate to /24, yet a /32 and a /28 block must hit only
@@ -274,10 +274,10 @@ fn entries_narrower_than_the_aggregation_prefix_are_exact() {
     assert_eq!(f & firewall_common::flags::NO_LIST_CACHE_V6, 0);
     for _ in 0..3 {
         for (last, action) in [
-            (65, tests::harness::XDP_PASS),
-            (66, tests::harness::XDP_DROP),
-            (130, tests::harness::XDP_DROP),
-            (150, tests::harness::XDP_PASS),
+            (65, testkit::harness::XDP_PASS),
+            (66, testkit::harness::XDP_DROP),
+            (130, testkit::harness::XDP_DROP),
+            (150, testkit::harness::XDP_PASS),
         ] {
             assert_eq!(
                 h.run(Hook::Xdp, &udp_from([198, 51, 100, last]), 1)
@@ -291,7 +291,7 @@ fn entries_narrower_than_the_aggregation_prefix_are_exact() {
 
 #[test]
 fn monitor_mode_counts_would_drop_and_passes() {
-    if !tests::privileged("monitor_mode_counts_would_drop_and_passes") {
+    if !testkit::privileged("monitor_mode_counts_would_drop_and_passes") {
         return;
     }
     let mut h = harness(
@@ -305,7 +305,7 @@ fn monitor_mode_counts_would_drop_and_passes() {
     }
     let f = udp_from([198, 51, 100, 3]);
     for _ in 0..5 {
-        assert_eq!(h.run(Hook::Xdp, &f, 1).unwrap(), tests::harness::XDP_PASS);
+        assert_eq!(h.run(Hook::Xdp, &f, 1).unwrap(), testkit::harness::XDP_PASS);
     }
     assert_eq!(h.packets(Verdict::WouldDrop), 2 + 4);
     assert_eq!(h.packets(Verdict::Passed), 1);
@@ -317,7 +317,7 @@ fn monitor_mode_counts_would_drop_and_passes() {
 
 #[test]
 fn blocked_and_refused_new_sources_take_no_slot() {
-    if !tests::privileged("blocked_and_refused_new_sources_take_no_slot") {
+    if !testkit::privileged("blocked_and_refused_new_sources_take_no_slot") {
         return;
     }
     let mut h = harness(
@@ -329,13 +329,13 @@ fn blocked_and_refused_new_sources_take_no_slot() {
     for last in 1..=20 {
         assert_eq!(
             h.run(Hook::Xdp, &udp_from([203, 0, 113, last]), 1).unwrap(),
-            tests::harness::XDP_DROP
+            testkit::harness::XDP_DROP
         );
     }
     for _ in 0..5 {
         assert_eq!(
             h.run(Hook::Xdp, &udp_from([203, 0, 114, 9]), 1).unwrap(),
-            tests::harness::XDP_DROP
+            testkit::harness::XDP_DROP
         );
     }
     assert_eq!(tracked(&h), 0, "blocked sources took slots");
@@ -344,13 +344,13 @@ fn blocked_and_refused_new_sources_take_no_slot() {
     // first new source gets a bucket, the next ones are refused, slotless.
     assert_eq!(
         h.run(Hook::Xdp, &udp_from([198, 51, 100, 30]), 1).unwrap(),
-        tests::harness::XDP_PASS
+        testkit::harness::XDP_PASS
     );
     for last in 31..40 {
         assert_eq!(
             h.run(Hook::Xdp, &udp_from([198, 51, 100, last]), 1)
                 .unwrap(),
-            tests::harness::XDP_DROP
+            testkit::harness::XDP_DROP
         );
     }
     assert_eq!(tracked(&h), 1);
@@ -364,7 +364,7 @@ fn blocked_and_refused_new_sources_take_no_slot() {
 
 #[test]
 fn blocked_hosts_and_the_expiry_hint_keep_the_generation() {
-    if !tests::privileged("blocked_hosts_and_the_expiry_hint_keep_the_generation") {
+    if !testkit::privileged("blocked_hosts_and_the_expiry_hint_keep_the_generation") {
         return;
     }
     let mut h = harness("");
@@ -389,7 +389,7 @@ fn blocked_hosts_and_the_expiry_hint_keep_the_generation() {
     assert_eq!(generation(&h), g0, "the expiry hint bumped the generation");
     assert_eq!(
         h.run(Hook::Xdp, &udp_from([203, 0, 113, 5]), 1).unwrap(),
-        tests::harness::XDP_DROP
+        testkit::harness::XDP_DROP
     );
     // A prefix is cached per source: it needs a new generation.
     let prefix = vec!["203.0.113.0/24".parse().unwrap()];
@@ -408,7 +408,7 @@ fn blocked_hosts_and_the_expiry_hint_keep_the_generation() {
     // The host is gone but its prefix still blocks it.
     assert_eq!(
         h.run(Hook::Xdp, &udp_from([203, 0, 113, 5]), 1).unwrap(),
-        tests::harness::XDP_DROP
+        testkit::harness::XDP_DROP
     );
     // An allowed host is cached with its source: adding or removing one
     // takes a new generation, and the tracked source follows at once.
@@ -427,7 +427,7 @@ fn blocked_hosts_and_the_expiry_hint_keep_the_generation() {
     for _ in 0..300 {
         assert_eq!(
             h.run(Hook::Xdp, &udp_from(src), 1).unwrap(),
-            tests::harness::XDP_PASS
+            testkit::harness::XDP_PASS
         );
     }
     assert_eq!(h.packets(Verdict::Allowed) - allowed_before, 300);
@@ -443,7 +443,7 @@ fn blocked_hosts_and_the_expiry_hint_keep_the_generation() {
 
 #[test]
 fn the_program_reads_jiffies_where_the_kernel_has_them() {
-    if !tests::privileged("the_program_reads_jiffies_where_the_kernel_has_them") {
+    if !testkit::privileged("the_program_reads_jiffies_where_the_kernel_has_them") {
         return;
     }
     // Every supported kernel (5.10+) has bpf_jiffies64; the loader must

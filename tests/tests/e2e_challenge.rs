@@ -12,7 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use tests::{
+use testkit::{
     e2e::{json, policy_file, sample, scrape},
     web::{self, Fetch, Nginx},
     FirewallDaemon, Sandbox, GW_ATTACKER_V4, GW_CLIENT_V4, GW_CLIENT_V6,
@@ -31,24 +31,6 @@ fn flood_policy(challenge: bool, rate: u64) -> String {
         "[defaults]\nrate = 1000\nburst = 2000\n\
          [flood]\nnew_sources_rate = 1000\nnew_sources_burst = 1000\n\
          syn_challenge = {challenge}\nsyn_challenge_rate = {rate}\nsyn_challenge_burst = {rate}\n"
-    )
-}
-
-fn start(sb: &Sandbox, policy: &Path, port: u16) -> FirewallDaemon {
-    let p = policy.display().to_string();
-    let addr = format!("127.0.0.1:{port}");
-    FirewallDaemon::start(
-        &sb.gw_ns,
-        &[
-            "--iface",
-            &sb.gw_client_if,
-            "--iface",
-            &sb.gw_attacker_if,
-            "--config",
-            &p,
-            "--metrics-addr",
-            &addr,
-        ],
     )
 }
 
@@ -188,8 +170,14 @@ fn phase(sb: &Sandbox, fw: &FirewallDaemon, clients: &[IpAddr]) -> Phase {
     let known = std::thread::spawn(move || {
         (0..KNOWN_FETCHES)
             .map(|_| {
-                let f = web::fetch(&ns, IpAddr::V4(tests::CLIENT_V4), &u, CONNECT_WITHIN, None)
-                    .unwrap();
+                let f = web::fetch(
+                    &ns,
+                    IpAddr::V4(testkit::CLIENT_V4),
+                    &u,
+                    CONNECT_WITHIN,
+                    None,
+                )
+                .unwrap();
                 std::thread::sleep(Duration::from_millis(200));
                 f
             })
@@ -222,7 +210,7 @@ fn v4_clients(first: u8) -> Vec<IpAddr> {
 
 #[test]
 fn new_clients_connect_through_a_spoofed_syn_flood() {
-    if !tests::privileged("new_clients_connect_through_a_spoofed_syn_flood") {
+    if !testkit::privileged("new_clients_connect_through_a_spoofed_syn_flood") {
         return;
     }
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
@@ -238,7 +226,11 @@ fn new_clients_connect_through_a_spoofed_syn_flood() {
     let _nginx = Nginx::start(&sb.gw_ns, &[("index.html", b"hello\n")]).unwrap();
     let policy = policy_file(&flood_policy(false, 1_000_000));
     let port = 9493;
-    let mut fw = start(&sb, &policy, port);
+    let mut fw = FirewallDaemon::on(&sb.gw_ns)
+        .gateway_ifaces(&sb)
+        .config(&policy)
+        .metrics(port)
+        .start();
     for ifname in [&sb.gw_client_if, &sb.gw_attacker_if] {
         web::napi_threaded(&sb.gw_ns, ifname).unwrap();
     }
@@ -246,7 +238,7 @@ fn new_clients_connect_through_a_spoofed_syn_flood() {
     let url = web::url(IpAddr::V4(GW_CLIENT_V4), "index.html");
     let first = web::fetch(
         &sb.client_ns,
-        IpAddr::V4(tests::CLIENT_V4),
+        IpAddr::V4(testkit::CLIENT_V4),
         &url,
         CONNECT_WITHIN,
         None,
@@ -344,7 +336,7 @@ fn new_clients_connect_through_a_spoofed_syn_flood() {
 /// spent on every CPU.
 #[test]
 fn a_new_client_fetches_a_file_through_the_challenge() {
-    if !tests::privileged("a_new_client_fetches_a_file_through_the_challenge") {
+    if !testkit::privileged("a_new_client_fetches_a_file_through_the_challenge") {
         return;
     }
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
@@ -362,13 +354,17 @@ fn a_new_client_fetches_a_file_through_the_challenge() {
          [flood]\nnew_sources_rate = 1\nnew_sources_burst = 1\nsyn_challenge = true\n",
     );
     let port = 9494;
-    let mut fw = start(&sb, &policy, port);
+    let mut fw = FirewallDaemon::on(&sb.gw_ns)
+        .gateway_ifaces(&sb)
+        .config(&policy)
+        .metrics(port)
+        .start();
     // The client learns the gateway's addresses first (its own primary
     // addresses: the new ones never resolve anything themselves).
     let warm = [IpAddr::V4(GW_CLIENT_V4), IpAddr::V6(GW_CLIENT_V6)];
     for (src, dst) in [
-        (tests::CLIENT_V4.into(), warm[0]),
-        (tests::CLIENT_V6.into(), warm[1]),
+        (testkit::CLIENT_V4.into(), warm[0]),
+        (testkit::CLIENT_V6.into(), warm[1]),
     ] {
         let f = web::fetch(
             &sb.client_ns,

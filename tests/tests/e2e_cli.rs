@@ -1,16 +1,12 @@
 //! End to end: every command of docs/reference.md against a running gateway, the
 //! shape of its output, and the events the daemon writes.
 
-use std::{net::IpAddr, time::Duration};
+use std::time::Duration;
 
-use tests::{
-    e2e::{json, ok, policy_file, sock, stderr, verdict},
+use testkit::{
+    e2e::{ip, json, ok, policy_file, sock, stderr, verdict},
     firewall_bin, nsenter_cmd, output_timeout, send_udp, FirewallDaemon, Sandbox, UdpSink,
 };
-
-fn ip(s: &str) -> IpAddr {
-    s.parse().unwrap()
-}
 
 const POLICY: &str = r#"
 block = ["203.0.113.0/24"]
@@ -22,18 +18,6 @@ cidr = "198.51.100.128/25"
 rate = 500
 burst = 500
 "#;
-
-fn start(sb: &Sandbox, extra: &[&str]) -> FirewallDaemon {
-    let policy = policy_file(POLICY);
-    let mut args = vec![
-        "--iface",
-        sb.gw_attacker_if.as_str(),
-        "--config",
-        policy.to_str().unwrap(),
-    ];
-    args.extend_from_slice(extra);
-    FirewallDaemon::start(&sb.gw_ns, &args)
-}
 
 fn through(sb: &Sandbox, sink: &UdpSink, src: &str, n: u64) -> u64 {
     let before = sink.count_from(ip(src));
@@ -50,11 +34,14 @@ fn through(sb: &Sandbox, sink: &UdpSink, src: &str, n: u64) -> u64 {
 
 #[test]
 fn lists_and_limits_from_the_cli_follow_the_contract() {
-    if !tests::privileged("lists_and_limits_from_the_cli_follow_the_contract") {
+    if !testkit::privileged("lists_and_limits_from_the_cli_follow_the_contract") {
         return;
     }
     let sb = Sandbox::new().unwrap();
-    let fw = start(&sb, &[]);
+    let fw = FirewallDaemon::on(&sb.gw_ns)
+        .iface(&sb.gw_attacker_if)
+        .policy(POLICY)
+        .start();
     let sink = UdpSink::bind(&sb.gw_path(), sock("0.0.0.0", 9000));
     // Allowlisted: no limit at all.
     ok(
@@ -145,20 +132,15 @@ fn lists_and_limits_from_the_cli_follow_the_contract() {
 
 #[test]
 fn status_stats_and_top_report_the_running_gateway() {
-    if !tests::privileged("status_stats_and_top_report_the_running_gateway") {
+    if !testkit::privileged("status_stats_and_top_report_the_running_gateway") {
         return;
     }
     let sb = Sandbox::new().unwrap();
     let policy = policy_file(POLICY);
-    let fw = FirewallDaemon::start(
-        &sb.gw_ns,
-        &[
-            "--iface",
-            &sb.gw_attacker_if,
-            "--config",
-            policy.to_str().unwrap(),
-        ],
-    );
+    let fw = FirewallDaemon::on(&sb.gw_ns)
+        .iface(&sb.gw_attacker_if)
+        .config(&policy)
+        .start();
     let sink = UdpSink::bind(&sb.gw_path(), sock("0.0.0.0", 9000));
     through(&sb, &sink, "198.51.100.2", 500);
     through(&sb, &sink, "198.51.100.3", 20);
@@ -218,11 +200,14 @@ fn status_stats_and_top_report_the_running_gateway() {
 
 #[test]
 fn events_are_json_lines_for_the_whole_life_of_the_daemon() {
-    if !tests::privileged("events_are_json_lines_for_the_whole_life_of_the_daemon") {
+    if !testkit::privileged("events_are_json_lines_for_the_whole_life_of_the_daemon") {
         return;
     }
     let sb = Sandbox::new().unwrap();
-    let mut fw = start(&sb, &[]);
+    let mut fw = FirewallDaemon::on(&sb.gw_ns)
+        .iface(&sb.gw_attacker_if)
+        .policy(POLICY)
+        .start();
     let _sink = UdpSink::bind(&sb.gw_path(), sock("0.0.0.0", 9000));
     send_udp(
         &sb.attacker_path(),
@@ -232,7 +217,7 @@ fn events_are_json_lines_for_the_whole_life_of_the_daemon() {
         Duration::from_millis(500),
     );
     // A detach from the CLI while the daemon runs: it says so and exits.
-    let out = tests::cli_in(&sb.gw_ns, fw.pin_dir(), &["detach"]);
+    let out = testkit::cli_in(&sb.gw_ns, fw.pin_dir(), &["detach"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let stop = fw
         .wait_for_event(Duration::from_secs(5), |e| e["event"] == "stop")
@@ -268,11 +253,15 @@ fn events_are_json_lines_for_the_whole_life_of_the_daemon() {
 
 #[test]
 fn monitor_mode_passes_what_it_would_drop() {
-    if !tests::privileged("monitor_mode_passes_what_it_would_drop") {
+    if !testkit::privileged("monitor_mode_passes_what_it_would_drop") {
         return;
     }
     let sb = Sandbox::new().unwrap();
-    let fw = start(&sb, &["--monitor"]);
+    let fw = FirewallDaemon::on(&sb.gw_ns)
+        .iface(&sb.gw_attacker_if)
+        .policy(POLICY)
+        .args(&["--monitor"])
+        .start();
     let sink = UdpSink::bind(&sb.gw_path(), sock("0.0.0.0", 9000));
     assert_eq!(through(&sb, &sink, "198.51.100.2", 300), 300);
     // A blocklisted (spoofed) source: counted, yet passed to the host.
@@ -280,7 +269,7 @@ fn monitor_mode_passes_what_it_would_drop() {
         .attacker_frame(ip("203.0.113.9"), ip("198.51.100.1"))
         .udp(40000, 9000, 18)
         .build();
-    tests::send_raw(
+    testkit::send_raw(
         &sb.attacker_path(),
         &sb.attacker_if,
         &vec![frame; 50],
@@ -301,12 +290,12 @@ fn monitor_mode_passes_what_it_would_drop() {
 
 #[test]
 fn an_invalid_policy_at_start_is_refused_and_nothing_is_attached() {
-    if !tests::privileged("an_invalid_policy_at_start_is_refused_and_nothing_is_attached") {
+    if !testkit::privileged("an_invalid_policy_at_start_is_refused_and_nothing_is_attached") {
         return;
     }
     let sb = Sandbox::new().unwrap();
     let policy = policy_file("[defaults]\nrate = -5\n");
-    let pin = tests::unique_pin_dir();
+    let pin = testkit::unique_pin_dir();
     let mut cmd = nsenter_cmd(&sb.gw_ns, firewall_bin());
     cmd.arg("--pin-dir").arg(&pin).args([
         "run",
@@ -337,16 +326,19 @@ fn an_invalid_policy_at_start_is_refused_and_nothing_is_attached() {
         "{}",
         stderr(&out)
     );
-    let _ = tests::cli(&pin, &["detach"]);
+    let _ = testkit::cli(&pin, &["detach"]);
 }
 
 #[test]
 fn a_second_controller_on_the_same_pins_is_refused() {
-    if !tests::privileged("a_second_controller_on_the_same_pins_is_refused") {
+    if !testkit::privileged("a_second_controller_on_the_same_pins_is_refused") {
         return;
     }
     let sb = Sandbox::new().unwrap();
-    let fw = start(&sb, &[]);
+    let fw = FirewallDaemon::on(&sb.gw_ns)
+        .iface(&sb.gw_attacker_if)
+        .policy(POLICY)
+        .start();
     let mut cmd = nsenter_cmd(&sb.gw_ns, firewall_bin());
     cmd.arg("--pin-dir").arg(fw.pin_dir()).args([
         "run",

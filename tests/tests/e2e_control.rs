@@ -3,30 +3,11 @@
 
 use std::{net::IpAddr, time::Duration};
 
-use tests::{
-    e2e::{json, ok, policy_file, sample, scrape, sock, stderr, verdict, within},
+use testkit::{
+    e2e::{ip, json, ok, policy_file, sample, scrape, sock, stderr, verdict, within},
     packet::tcp_flags,
     send_raw, send_udp, FirewallDaemon, Sandbox, UdpSink,
 };
-
-fn ip(s: &str) -> IpAddr {
-    s.parse().unwrap()
-}
-
-fn start(sb: &Sandbox, policy: &std::path::Path, port: u16) -> FirewallDaemon {
-    let addr = format!("127.0.0.1:{port}");
-    FirewallDaemon::start(
-        &sb.gw_ns,
-        &[
-            "--iface",
-            &sb.gw_attacker_if,
-            "--config",
-            policy.to_str().unwrap(),
-            "--metrics-addr",
-            &addr,
-        ],
-    )
-}
 
 /// Datagrams from `src` received in `secs` seconds while sending at `pps`.
 fn received(sb: &Sandbox, sink: &UdpSink, src: &str, pps: u64, secs: f64) -> u64 {
@@ -44,12 +25,16 @@ fn received(sb: &Sandbox, sink: &UdpSink, src: &str, pps: u64, secs: f64) -> u64
 
 #[test]
 fn limit_set_changes_a_running_flood_within_a_second() {
-    if !tests::privileged("limit_set_changes_a_running_flood_within_a_second") {
+    if !testkit::privileged("limit_set_changes_a_running_flood_within_a_second") {
         return;
     }
     let sb = Sandbox::new().unwrap();
     let policy = policy_file("[defaults]\nrate = 50\nburst = 10\n");
-    let fw = start(&sb, &policy, 9477);
+    let fw = FirewallDaemon::on(&sb.gw_ns)
+        .iface(&sb.gw_attacker_if)
+        .config(&policy)
+        .metrics(9477)
+        .start();
     let sink = UdpSink::bind(&sb.gw_path(), sock("0.0.0.0", 9000));
     let src = "198.51.100.2";
     // Flood at 1000/s for 3 s; raise the limit to 400/s after 1 s.
@@ -97,12 +82,16 @@ fn limit_set_changes_a_running_flood_within_a_second() {
 
 #[test]
 fn block_with_ttl_expires_by_itself() {
-    if !tests::privileged("block_with_ttl_expires_by_itself") {
+    if !testkit::privileged("block_with_ttl_expires_by_itself") {
         return;
     }
     let sb = Sandbox::new().unwrap();
     let policy = policy_file("[defaults]\nrate = 1000\nburst = 1000\n");
-    let fw = start(&sb, &policy, 9477);
+    let fw = FirewallDaemon::on(&sb.gw_ns)
+        .iface(&sb.gw_attacker_if)
+        .config(&policy)
+        .metrics(9477)
+        .start();
     let sink = UdpSink::bind(&sb.gw_path(), sock("0.0.0.0", 9000));
     let src = "198.51.100.2";
     ok(
@@ -146,12 +135,16 @@ fn block_with_ttl_expires_by_itself() {
 
 #[test]
 fn reloads_apply_whole_files_and_reject_broken_ones() {
-    if !tests::privileged("reloads_apply_whole_files_and_reject_broken_ones") {
+    if !testkit::privileged("reloads_apply_whole_files_and_reject_broken_ones") {
         return;
     }
     let sb = Sandbox::new().unwrap();
     let policy = policy_file("[defaults]\nrate = 100\nburst = 10\n");
-    let mut fw = start(&sb, &policy, 9477);
+    let mut fw = FirewallDaemon::on(&sb.gw_ns)
+        .iface(&sb.gw_attacker_if)
+        .config(&policy)
+        .metrics(9477)
+        .start();
     let sink = UdpSink::bind(&sb.gw_path(), sock("0.0.0.0", 9000));
     let first = received(&sb, &sink, "198.51.100.2", 1000, 1.0);
     assert!(within(first, 110.0, 15.0), "{first} at 100/s");
@@ -197,14 +190,18 @@ fn reloads_apply_whole_files_and_reject_broken_ones() {
 
 #[test]
 fn a_flood_gets_auto_banned() {
-    if !tests::privileged("a_flood_gets_auto_banned") {
+    if !testkit::privileged("a_flood_gets_auto_banned") {
         return;
     }
     let sb = Sandbox::new().unwrap();
     let policy = policy_file(
         "[defaults]\nrate = 50\nburst = 10\n[autoban]\ndrops = 100\nwindow = \"5s\"\nban = \"3s\"\nmax_ban = \"1h\"\n",
     );
-    let fw = start(&sb, &policy, 9477);
+    let fw = FirewallDaemon::on(&sb.gw_ns)
+        .iface(&sb.gw_attacker_if)
+        .config(&policy)
+        .metrics(9477)
+        .start();
     let sink = UdpSink::bind(&sb.gw_path(), sock("0.0.0.0", 9000));
     received(&sb, &sink, "198.51.100.2", 1000, 1.0);
     let ban = fw
@@ -232,14 +229,18 @@ fn a_flood_gets_auto_banned() {
 
 #[test]
 fn syn_rule_on_one_port_leaves_other_ports_alone() {
-    if !tests::privileged("syn_rule_on_one_port_leaves_other_ports_alone") {
+    if !testkit::privileged("syn_rule_on_one_port_leaves_other_ports_alone") {
         return;
     }
     let sb = Sandbox::new().unwrap();
     let policy = policy_file(
         "[defaults]\nrate = 1000\nburst = 1000\n[[rule]]\nname = \"ssh-syn\"\nprotocol = \"tcp\"\ndst_port = 22\nsyn_only = true\nrate = 5\nburst = 10\n",
     );
-    let fw = start(&sb, &policy, 9477);
+    let fw = FirewallDaemon::on(&sb.gw_ns)
+        .iface(&sb.gw_attacker_if)
+        .config(&policy)
+        .metrics(9477)
+        .start();
     let syn = |port| {
         sb.attacker_frame(ip("198.51.100.2"), ip("198.51.100.1"))
             .tcp(40000, port, tcp_flags::SYN)
@@ -302,12 +303,16 @@ fn syn_rule_on_one_port_leaves_other_ports_alone() {
 
 #[test]
 fn metrics_agree_with_what_was_sent() {
-    if !tests::privileged("metrics_agree_with_what_was_sent") {
+    if !testkit::privileged("metrics_agree_with_what_was_sent") {
         return;
     }
     let sb = Sandbox::new().unwrap();
     let policy = policy_file("block = [\"198.51.100.3\"]\n[defaults]\nrate = 100\nburst = 20\n");
-    let fw = start(&sb, &policy, 19999);
+    let fw = FirewallDaemon::on(&sb.gw_ns)
+        .iface(&sb.gw_attacker_if)
+        .config(&policy)
+        .metrics(19999)
+        .start();
     let sink = UdpSink::bind(&sb.gw_path(), sock("0.0.0.0", 9000));
     let m0 = scrape(&sb.gw_path(), 19999);
     let get = |m: &str, v: &str| {
@@ -362,12 +367,16 @@ fn metrics_agree_with_what_was_sent() {
 
 #[test]
 fn bad_cli_input_is_named_and_changes_nothing() {
-    if !tests::privileged("bad_cli_input_is_named_and_changes_nothing") {
+    if !testkit::privileged("bad_cli_input_is_named_and_changes_nothing") {
         return;
     }
     let sb = Sandbox::new().unwrap();
     let policy = policy_file("[defaults]\nrate = 100\nburst = 20\n");
-    let fw = start(&sb, &policy, 9477);
+    let fw = FirewallDaemon::on(&sb.gw_ns)
+        .iface(&sb.gw_attacker_if)
+        .config(&policy)
+        .metrics(9477)
+        .start();
     for (args, needle) in [
         (
             vec!["block", "add", "198.51.100.9", "10.0.0.300"],
@@ -411,12 +420,16 @@ fn bad_cli_input_is_named_and_changes_nothing() {
 
 #[test]
 fn import_loads_a_large_list_and_every_part_of_it_blocks() {
-    if !tests::privileged("import_loads_a_large_list_and_every_part_of_it_blocks") {
+    if !testkit::privileged("import_loads_a_large_list_and_every_part_of_it_blocks") {
         return;
     }
     let sb = Sandbox::new().unwrap();
     let policy = policy_file("[defaults]\nrate = 1000\nburst = 1000\n");
-    let fw = start(&sb, &policy, 9477);
+    let fw = FirewallDaemon::on(&sb.gw_ns)
+        .iface(&sb.gw_attacker_if)
+        .config(&policy)
+        .metrics(9477)
+        .start();
     // 100,000 /24s in Spamhaus DROP format, from 100.0.0.0 upwards.
     let net = |i: u32| std::net::Ipv4Addr::from(0x6400_0000 + (i << 8));
     let mut text = String::from("; Spamhaus DROP List, generated for the test\n# comment line\n");

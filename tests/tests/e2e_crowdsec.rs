@@ -18,24 +18,20 @@ use std::{
 };
 
 use serde_json::Value;
-use tests::{
-    e2e::{json, ok, policy_file, sample, scrape, sock, verdict},
-    in_netns, nsenter_cmd, output_timeout, send_raw, send_udp_burst, FirewallDaemon, Sandbox,
-    UdpSink,
+use testkit::{
+    e2e::{ip, json, ok, policy_file, sample, scrape, sock, verdict},
+    in_netns, nsenter_cmd, output_timeout, send_raw, send_udp_burst, DaemonBuilder, FirewallDaemon,
+    Sandbox, UdpSink,
 };
 
 const LAPI_PORT: u16 = 8080;
 const METRICS_PORT: u16 = 9477;
 static DIRS: AtomicU32 = AtomicU32::new(0);
 
-fn ip(s: &str) -> IpAddr {
-    s.parse().unwrap()
-}
-
 /// Runs the test only where it can: root and Debian's crowdsec. Under
 /// CI=true a missing piece fails the test instead of skipping it.
 fn can_run(test: &str) -> bool {
-    if !tests::privileged(test) {
+    if !testkit::privileged(test) {
         return false;
     }
     let found = ["crowdsec", "cscli"].iter().all(|b| {
@@ -46,7 +42,7 @@ fn can_run(test: &str) -> bool {
             .status()
             .is_ok()
     });
-    match (found, tests::under_ci()) {
+    match (found, testkit::under_ci()) {
         (true, _) => true,
         (false, true) => {
             panic!("{test}: crowdsec/cscli not installed (cargo xtask setup installs them)")
@@ -61,7 +57,7 @@ fn can_run(test: &str) -> bool {
 }
 
 /// A temp directory named like the toolkit's log dirs (`fwlog<pid>-...`),
-/// so leftovers of a killed run are cleaned by `tests::cleanup_stale`.
+/// so leftovers of a killed run are cleaned by `testkit::cleanup_stale`.
 fn temp_dir(what: &str) -> PathBuf {
     let n = DIRS.fetch_add(1, Ordering::Relaxed);
     let d = std::env::temp_dir().join(format!("fwlog{}-{what}{n}", std::process::id()));
@@ -178,7 +174,7 @@ impl Lapi {
             .expect("starting crowdsec");
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(30);
-        let ns = tests::netns_path(&self.ns);
+        let ns = testkit::netns_path(&self.ns);
         loop {
             let up = in_netns(&ns, || TcpStream::connect(("127.0.0.1", LAPI_PORT)).is_ok());
             if up {
@@ -278,19 +274,12 @@ fn crowdsec_policy(lapi_key: &Path, poll: &str, extra: &str, port: u16) -> PathB
     ))
 }
 
-fn start_fw(sb: &Sandbox, policy: &Path) -> FirewallDaemon {
-    let metrics = format!("127.0.0.1:{METRICS_PORT}");
-    FirewallDaemon::start(
-        &sb.gw_ns,
-        &[
-            "--iface",
-            &sb.gw_attacker_if,
-            "--config",
-            policy.to_str().unwrap(),
-            "--metrics-addr",
-            &metrics,
-        ],
-    )
+/// The gateway's daemon with `policy` (a restart adds `.pin_dir`).
+fn gateway(sb: &Sandbox, policy: &Path) -> DaemonBuilder {
+    FirewallDaemon::on(&sb.gw_ns)
+        .iface(&sb.gw_attacker_if)
+        .config(policy)
+        .metrics(METRICS_PORT)
 }
 
 /// Datagrams from `src` (an attacker address) that reach the gateway out
@@ -356,7 +345,7 @@ fn cscli_decisions_block_and_unblock_real_packets() {
     let lapi = Lapi::start(&sb.gw_ns);
     let poll = Duration::from_secs(1);
     let policy = crowdsec_policy(&lapi.key_file, "1s", "", LAPI_PORT);
-    let fw = start_fw(&sb, &policy);
+    let fw = gateway(&sb, &policy).start();
     let sink = UdpSink::bind(&sb.gw_path(), sock("::", 9000));
     let all = [
         "198.51.100.2",
@@ -533,9 +522,9 @@ fn an_auto_ban_is_pushed_as_an_alert_and_not_looped_back() {
         lapi.key_file.display(),
         lapi.password_file.display()
     ));
-    let fw = start_fw(&sb, &policy);
+    let fw = gateway(&sb, &policy).start();
     // A real flood: 1000 datagrams a second for 1 s against 50/s.
-    tests::send_udp(
+    testkit::send_udp(
         &sb.attacker_path(),
         Some(ip("198.51.100.2")),
         sock("198.51.100.1", 9000),
@@ -594,7 +583,7 @@ fn an_auto_ban_is_pushed_as_an_alert_and_not_looped_back() {
     // With the LAPI down, a second ban waits in the outbox and is sent once
     // the LAPI is back.
     lapi.kill();
-    tests::send_udp(
+    testkit::send_udp(
         &sb.attacker_path(),
         Some(ip("198.51.100.3")),
         sock("198.51.100.1", 9000),
@@ -638,7 +627,7 @@ fn twenty_thousand_imported_decisions_are_enforced() {
     let sb = Sandbox::new().unwrap();
     let lapi = Lapi::start(&sb.gw_ns);
     let policy = crowdsec_policy(&lapi.key_file, "1s", "", LAPI_PORT);
-    let fw = start_fw(&sb, &policy);
+    let fw = gateway(&sb, &policy).start();
     const N: u32 = 20_000;
     // 100.64.0.0 upwards: one address each.
     let addr = |i: u32| std::net::Ipv4Addr::from(0x6440_0000 + i);
@@ -732,7 +721,7 @@ fn a_startup_pull_of_100000_decisions_and_a_restart_resync() {
     // The firewall starts with all of them waiting in the LAPI.
     let policy = crowdsec_policy(&lapi.key_file, "1s", "", LAPI_PORT);
     let started = Instant::now();
-    let mut fw = start_fw(&sb, &policy);
+    let mut fw = gateway(&sb, &policy).start();
     let entries = |fw: &FirewallDaemon| {
         json(fw, &["status", "--json"])["blocklist_entries"]
             .as_u64()
@@ -779,21 +768,10 @@ fn a_startup_pull_of_100000_decisions_and_a_restart_resync() {
     let pin = fw.pin_dir().to_path_buf();
     fw.stop();
     lapi.cscli(&["decisions", "delete", "--ip", &addr(7).to_string()]);
-    let metrics = format!("127.0.0.1:{METRICS_PORT}");
-    let fw2 = FirewallDaemon::spawn(
-        &tests::firewall_bin(),
-        &sb.gw_ns,
-        &pin,
-        &[
-            "--iface",
-            &sb.gw_attacker_if,
-            "--config",
-            policy.to_str().unwrap(),
-            "--metrics-addr",
-            &metrics,
-        ],
-    )
-    .expect("a second controller adopts the data plane");
+    let fw2 = gateway(&sb, &policy)
+        .pin_dir(&pin)
+        .try_start()
+        .expect("a second controller adopts the data plane");
     let resync = fw2
         .wait_for_event(Duration::from_secs(60), |e| {
             e["event"] == "crowdsec_pull" && e["startup"] == true
@@ -828,7 +806,7 @@ fn reloads_start_and_stop_the_bouncer() {
     let sb = Sandbox::new().unwrap();
     let lapi = Lapi::start(&sb.gw_ns);
     let policy = policy_file("[defaults]\nrate = 1000\nburst = 1000\n");
-    let fw = start_fw(&sb, &policy);
+    let fw = gateway(&sb, &policy).start();
     let sink = UdpSink::bind(&sb.gw_path(), sock("::", 9000));
     assert_eq!(status(&fw)["configured"], false);
     lapi.cscli(&[
@@ -901,7 +879,7 @@ fn lapi_outage_keeps_enforcement_and_deltas_resume() {
     let sb = Sandbox::new().unwrap();
     let mut lapi = Lapi::start(&sb.gw_ns);
     let policy = crowdsec_policy(&lapi.key_file, "1s", "", LAPI_PORT);
-    let mut fw = start_fw(&sb, &policy);
+    let mut fw = gateway(&sb, &policy).start();
     let sink = UdpSink::bind(&sb.gw_path(), sock("::", 9000));
     lapi.cscli(&[
         "decisions",
@@ -1078,7 +1056,7 @@ impl Drop for Hostile {
 
 #[test]
 fn hostile_lapi_answers_are_rejected_or_skipped() {
-    if !tests::privileged("hostile_lapi_answers_are_rejected_or_skipped") {
+    if !testkit::privileged("hostile_lapi_answers_are_rejected_or_skipped") {
         return;
     }
     let sb = Sandbox::new().unwrap();
@@ -1145,7 +1123,7 @@ fn hostile_lapi_answers_are_rejected_or_skipped() {
     let port = 18080;
     let server = Hostile::start(&sb.gw_path(), port, answers);
     let policy = crowdsec_policy(&key_file, "500ms", "", port);
-    let mut fw = start_fw(&sb, &policy);
+    let mut fw = gateway(&sb, &policy).start();
     let sink = UdpSink::bind(&sb.gw_path(), sock("::", 9000));
     until(Duration::from_secs(30), || server.requests().len() >= 9)
         .expect("the bouncer keeps polling through bad answers");

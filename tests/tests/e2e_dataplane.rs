@@ -1,10 +1,10 @@
 //! End to end: the real `firewall run` on the gateway namespace, real
 //! packets from the client and attacker namespaces over veth.
 
-use std::{net::IpAddr, time::Duration};
+use std::time::Duration;
 
-use tests::{
-    e2e::{link_details, ok, policy_file, sock, top_row, verdict, within, Flows},
+use testkit::{
+    e2e::{ip, link_details, ok, sock, top_row, verdict, within, Flows},
     send_raw, send_udp, FirewallDaemon, Sandbox, UdpSink,
 };
 
@@ -17,32 +17,16 @@ rate = 100
 burst = 50
 "#;
 
-fn ip(s: &str) -> IpAddr {
-    s.parse().unwrap()
-}
-
-/// Start the daemon on both gateway interfaces with `POLICY`.
-fn start(sb: &Sandbox, extra: &[&str]) -> FirewallDaemon {
-    let policy = policy_file(POLICY);
-    let mut args = vec![
-        "--iface",
-        &sb.gw_client_if,
-        "--iface",
-        &sb.gw_attacker_if,
-        "--config",
-        policy.to_str().unwrap(),
-    ];
-    args.extend_from_slice(extra);
-    FirewallDaemon::start(&sb.gw_ns, &args)
-}
-
 #[test]
 fn blocked_limited_and_allowed_sources() {
-    if !tests::privileged("blocked_limited_and_allowed_sources") {
+    if !testkit::privileged("blocked_limited_and_allowed_sources") {
         return;
     }
     let sb = Sandbox::new().expect("sandbox");
-    let fw = start(&sb, &[]);
+    let fw = FirewallDaemon::on(&sb.gw_ns)
+        .gateway_ifaces(&sb)
+        .policy(POLICY)
+        .start();
     let sink = UdpSink::bind(&sb.gw_path(), sock("0.0.0.0", 9000));
     let attacker = sb.attacker_path();
     let client = sb.client_path();
@@ -94,11 +78,14 @@ fn blocked_limited_and_allowed_sources() {
 
 #[test]
 fn ipv6_sources_in_one_64_share_a_bucket() {
-    if !tests::privileged("ipv6_sources_in_one_64_share_a_bucket") {
+    if !testkit::privileged("ipv6_sources_in_one_64_share_a_bucket") {
         return;
     }
     let sb = Sandbox::new().expect("sandbox");
-    let _fw = start(&sb, &[]);
+    let _fw = FirewallDaemon::on(&sb.gw_ns)
+        .gateway_ifaces(&sb)
+        .policy(POLICY)
+        .start();
     let sink = UdpSink::bind(&sb.gw_path(), sock("::", 9000));
     let attacker = sb.attacker_path();
     let t = Duration::from_secs(2);
@@ -130,11 +117,14 @@ fn ipv6_sources_in_one_64_share_a_bucket() {
 
 #[test]
 fn vlan_tagged_flow_is_limited_like_an_untagged_one() {
-    if !tests::privileged("vlan_tagged_flow_is_limited_like_an_untagged_one") {
+    if !testkit::privileged("vlan_tagged_flow_is_limited_like_an_untagged_one") {
         return;
     }
     let sb = Sandbox::new().expect("sandbox");
-    let fw = start(&sb, &[]);
+    let fw = FirewallDaemon::on(&sb.gw_ns)
+        .gateway_ifaces(&sb)
+        .policy(POLICY)
+        .start();
     // Raw frames: this kernel has no 802.1Q module, so tagged frames can only
     // be injected. Two sources, 5x the rate for 2 s, one tagged.
     let frame = |src: &str, tagged: bool| {
@@ -170,11 +160,14 @@ fn vlan_tagged_flow_is_limited_like_an_untagged_one() {
 
 #[test]
 fn stopping_the_controller_leaves_enforcement_and_a_restart_adopts_it() {
-    if !tests::privileged("stopping_the_controller_leaves_enforcement_and_a_restart_adopts_it") {
+    if !testkit::privileged("stopping_the_controller_leaves_enforcement_and_a_restart_adopts_it") {
         return;
     }
     let sb = Sandbox::new().expect("sandbox");
-    let mut fw = start(&sb, &[]);
+    let mut fw = FirewallDaemon::on(&sb.gw_ns)
+        .gateway_ifaces(&sb)
+        .policy(POLICY)
+        .start();
     let sink = UdpSink::bind(&sb.gw_path(), sock("0.0.0.0", 9000));
     let attacker = sb.attacker_path();
     send_udp(
@@ -221,21 +214,12 @@ fn stopping_the_controller_leaves_enforcement_and_a_restart_adopts_it() {
     );
     let dropped = verdict(&fw, "rate_limited");
     // A second `run` adopts the pinned state: counters continue.
-    let policy = policy_file(POLICY);
-    let fw2 = FirewallDaemon::spawn(
-        &tests::firewall_bin(),
-        &sb.gw_ns,
-        fw.pin_dir(),
-        &[
-            "--iface",
-            &sb.gw_client_if,
-            "--iface",
-            &sb.gw_attacker_if,
-            "--config",
-            policy.to_str().unwrap(),
-        ],
-    )
-    .expect("restart");
+    let fw2 = FirewallDaemon::on(&sb.gw_ns)
+        .gateway_ifaces(&sb)
+        .policy(POLICY)
+        .pin_dir(fw.pin_dir())
+        .try_start()
+        .expect("restart");
     let attach: Vec<_> = fw2
         .events()
         .into_iter()
@@ -255,11 +239,14 @@ fn stopping_the_controller_leaves_enforcement_and_a_restart_adopts_it() {
 
 #[test]
 fn detach_removes_everything() {
-    if !tests::privileged("detach_removes_everything") {
+    if !testkit::privileged("detach_removes_everything") {
         return;
     }
     let sb = Sandbox::new().expect("sandbox");
-    let mut fw = start(&sb, &[]);
+    let mut fw = FirewallDaemon::on(&sb.gw_ns)
+        .gateway_ifaces(&sb)
+        .policy(POLICY)
+        .start();
     assert!(link_details(&sb.gw_ns, &sb.gw_client_if).contains("prog/xdp"));
     fw.stop();
     let out = ok(&fw, &["detach"]);
@@ -280,5 +267,5 @@ fn detach_removes_everything() {
     );
     let out = fw.cli(&["stats"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(tests::e2e::stderr(&out).starts_with("error:"));
+    assert!(testkit::e2e::stderr(&out).starts_with("error:"));
 }

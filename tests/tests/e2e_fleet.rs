@@ -2,7 +2,7 @@
 //! temp dir) in a hub namespace, bridged to three gateway namespaces, each
 //! with its own `firewall run` and pin directory, and an attacker on the
 //! same bridge. Real packets, real bans, a real outage.
-//! The topology is `tests::fleet`'s.
+//! The topology is `testkit::fleet`'s.
 
 use std::{
     net::{IpAddr, SocketAddr},
@@ -12,7 +12,7 @@ use std::{
 };
 
 use serde_json::{json, Value};
-use tests::{
+use testkit::{
     e2e::{json, ok, policy_file, sample, scrape},
     fleet::{gateway_policy, gw_ip, src, FleetNet, NatsServer, CONTROL, HUB},
     in_netns, netns_path, send_udp, FirewallDaemon, UdpSink,
@@ -64,17 +64,13 @@ fn policy(name: &str) -> PathBuf {
 }
 
 fn start_gw(ns: &str, policy: &Path, pin: Option<&Path>) -> FirewallDaemon {
-    let args = [
-        "--iface",
-        "hub",
-        "--config",
-        policy.to_str().unwrap(),
-        "--metrics-addr",
-        "127.0.0.1:9477",
-    ];
+    let gw = FirewallDaemon::on(ns)
+        .iface("hub")
+        .config(policy)
+        .metrics(9477);
     match pin {
-        None => FirewallDaemon::start(ns, &args),
-        Some(p) => FirewallDaemon::spawn(&tests::firewall_bin(), ns, p, &args).expect("restart"),
+        None => gw.start(),
+        Some(p) => gw.pin_dir(p).try_start().expect("restart"),
     }
 }
 
@@ -133,7 +129,7 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
 
 #[test]
 fn bans_and_blocks_are_shared_by_every_gateway() {
-    if !tests::privileged("bans_and_blocks_are_shared_by_every_gateway") {
+    if !testkit::privileged("bans_and_blocks_are_shared_by_every_gateway") {
         return;
     }
     let has_nats = Command::new("nats-server")
@@ -142,7 +138,7 @@ fn bans_and_blocks_are_shared_by_every_gateway() {
         .is_ok_and(|o| o.status.success());
     if !has_nats {
         assert!(
-            !tests::under_ci(),
+            !testkit::under_ci(),
             "nats-server is missing (apt-get install nats-server; `cargo xtask setup` does)"
         );
         eprintln!("SKIP bans_and_blocks_are_shared_by_every_gateway: no nats-server");

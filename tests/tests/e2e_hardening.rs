@@ -1,43 +1,27 @@
 //! End to end: TC mode, enforcement that outlives the controller, in-place
 //! upgrades, and a spoofed-source flood of a million addresses.
 
-use std::{net::IpAddr, path::PathBuf, time::Duration};
+use std::time::Duration;
 
-use tests::{
-    e2e::{json, policy_file, sock, spoofed_flood, verdict, within, Flows},
-    send_udp, FirewallDaemon, Sandbox, UdpSink,
+use testkit::{
+    e2e::{ip, json, policy_file, sock, spoofed_flood, verdict, within, Flows},
+    send_udp, variant_bin, FirewallDaemon, Sandbox, UdpSink,
 };
-
-fn ip(s: &str) -> IpAddr {
-    s.parse().unwrap()
-}
 
 const POLICY: &str = "block = [\"198.51.100.3\"]\n[defaults]\nrate = 100\nburst = 50\n";
 
-fn args<'a>(sb: &'a Sandbox, policy: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
-    let mut a = vec![
-        "--iface",
-        &sb.gw_client_if,
-        "--iface",
-        &sb.gw_attacker_if,
-        "--config",
-        policy,
-    ];
-    a.extend_from_slice(extra);
-    a
-}
-
 #[test]
 fn tc_mode_enforces_the_same_policy() {
-    if !tests::privileged("tc_mode_enforces_the_same_policy") {
+    if !testkit::privileged("tc_mode_enforces_the_same_policy") {
         return;
     }
     let sb = Sandbox::new().unwrap();
     let policy = policy_file(POLICY);
-    let fw = FirewallDaemon::start(
-        &sb.gw_ns,
-        &args(&sb, policy.to_str().unwrap(), &["--mode", "tc"]),
-    );
+    let fw = FirewallDaemon::on(&sb.gw_ns)
+        .gateway_ifaces(&sb)
+        .config(&policy)
+        .args(&["--mode", "tc"])
+        .start();
     let status = json(&fw, &["status", "--json"]);
     let modes: Vec<_> = status["attached"]
         .as_array()
@@ -73,14 +57,17 @@ fn tc_mode_enforces_the_same_policy() {
 
 #[test]
 fn kill_9_during_a_flood_keeps_enforcing_and_a_restart_adopts_the_buckets() {
-    if !tests::privileged("kill_9_during_a_flood_keeps_enforcing_and_a_restart_adopts_the_buckets")
-    {
+    if !testkit::privileged(
+        "kill_9_during_a_flood_keeps_enforcing_and_a_restart_adopts_the_buckets",
+    ) {
         return;
     }
     let sb = Sandbox::new().unwrap();
     let policy = policy_file(POLICY);
-    let p = policy.to_str().unwrap();
-    let mut fw = FirewallDaemon::start(&sb.gw_ns, &args(&sb, p, &[]));
+    let gw = FirewallDaemon::on(&sb.gw_ns)
+        .gateway_ifaces(&sb)
+        .config(&policy);
+    let mut fw = gw.start();
     let sink = UdpSink::bind(&sb.gw_path(), sock("0.0.0.0", 9000));
     let attacker = sb.attacker_path();
     let t = Duration::from_secs(4);
@@ -94,13 +81,7 @@ fn kill_9_during_a_flood_keeps_enforcing_and_a_restart_adopts_the_buckets() {
     std::thread::sleep(Duration::from_secs(1));
     fw.kill9();
     std::thread::sleep(Duration::from_millis(1500));
-    let fw2 = FirewallDaemon::spawn(
-        &tests::firewall_bin(),
-        &sb.gw_ns,
-        fw.pin_dir(),
-        &args(&sb, p, &[]),
-    )
-    .expect("restart");
+    let fw2 = gw.pin_dir(fw.pin_dir()).try_start().expect("restart");
     let sent = flows.join();
     let (flood_sent, blocked_sent) = (sent[0], sent[1]);
     sink.settle(Duration::from_millis(300), Duration::from_secs(3));
@@ -128,30 +109,21 @@ fn kill_9_during_a_flood_keeps_enforcing_and_a_restart_adopts_the_buckets() {
     assert!(attach.iter().all(|e| e["replaced"] == true), "{attach:?}");
 }
 
-fn variant_bin() -> Option<PathBuf> {
-    match std::env::var_os("FIREWALL_BIN_VARIANT") {
-        Some(p) => Some(PathBuf::from(p)),
-        None if tests::under_ci() => {
-            panic!("FIREWALL_BIN_VARIANT is not set (cargo xtask test builds it)")
-        }
-        None => {
-            eprintln!("SKIP upgrade test: set FIREWALL_BIN_VARIANT to a build made with FIREWALL_EBPF_FEATURES=upgrade-variant (cargo xtask test does)");
-            None
-        }
-    }
-}
-
 #[test]
 fn an_upgraded_binary_replaces_the_program_with_no_unfiltered_window() {
-    if !tests::privileged("an_upgraded_binary_replaces_the_program_with_no_unfiltered_window") {
+    if !testkit::privileged("an_upgraded_binary_replaces_the_program_with_no_unfiltered_window") {
         return;
     }
-    let Some(variant) = variant_bin() else { return };
+    let Some(variant) = variant_bin("upgrade test") else {
+        return;
+    };
     let sb = Sandbox::new().unwrap();
     let policy =
         policy_file("block = [\"198.51.100.3\"]\n[defaults]\nrate = 100000\nburst = 100000\n");
-    let p = policy.to_str().unwrap();
-    let mut old = FirewallDaemon::start(&sb.gw_ns, &args(&sb, p, &[]));
+    let gw = FirewallDaemon::on(&sb.gw_ns)
+        .gateway_ifaces(&sb)
+        .config(&policy);
+    let mut old = gw.start();
     let id_before = json(&old, &["status", "--json"])["attached"][0]["program_id"]
         .as_u64()
         .unwrap();
@@ -167,7 +139,10 @@ fn an_upgraded_binary_replaces_the_program_with_no_unfiltered_window() {
     );
     std::thread::sleep(Duration::from_secs(1));
     assert!(old.stop().success());
-    let new = FirewallDaemon::spawn(&variant, &sb.gw_ns, old.pin_dir(), &args(&sb, p, &[]))
+    let new = gw
+        .bin(&variant)
+        .pin_dir(old.pin_dir())
+        .try_start()
         .expect("upgraded daemon");
     let sent = flows.join();
     let (client_sent, blocked_sent) = (sent[0], sent[1]);
@@ -213,12 +188,16 @@ fn an_upgraded_binary_replaces_the_program_with_no_unfiltered_window() {
 /// the IP header checksum is recomputed.
 #[test]
 fn a_spoofed_flood_of_a_million_sources_is_cut_to_the_new_source_budget() {
-    if !tests::privileged("a_spoofed_flood_of_a_million_sources_is_cut_to_the_new_source_budget") {
+    if !testkit::privileged("a_spoofed_flood_of_a_million_sources_is_cut_to_the_new_source_budget")
+    {
         return;
     }
     let sb = Sandbox::new().unwrap();
     let policy = policy_file("[defaults]\nrate = 100\nburst = 200\n[flood]\nnew_sources_rate = 1000\nnew_sources_burst = 2000\n");
-    let fw = FirewallDaemon::start(&sb.gw_ns, &args(&sb, policy.to_str().unwrap(), &[]));
+    let fw = FirewallDaemon::on(&sb.gw_ns)
+        .gateway_ifaces(&sb)
+        .config(&policy)
+        .start();
     let sink = UdpSink::bind(&sb.gw_path(), sock("0.0.0.0", 9000));
     let client = sb.client_path();
     // The legitimate source starts first (it is a known source before the

@@ -4,7 +4,7 @@
 use std::{net::IpAddr, time::Duration};
 
 use firewall_user::bpf_sys::{bpf_map_type, Shape};
-use tests::{
+use testkit::{
     e2e::{json, policy_file, sock, verdict},
     send_udp, FirewallDaemon, Sandbox, UdpSink,
 };
@@ -16,15 +16,15 @@ const NO_PREALLOC: u32 = aya_obj::generated::BPF_F_NO_PREALLOC;
 
 #[test]
 fn an_older_map_layout_is_migrated_and_the_rest_reported() {
-    if !tests::privileged("an_older_map_layout_is_migrated_and_the_rest_reported") {
+    if !testkit::privileged("an_older_map_layout_is_migrated_and_the_rest_reported") {
         return;
     }
     let sb = Sandbox::new().unwrap();
-    let pin_dir = tests::unique_pin_dir();
+    let pin_dir = testkit::unique_pin_dir();
     std::fs::create_dir_all(&pin_dir).unwrap();
     let cpus = aya::util::nr_cpus().unwrap();
     // An "older version": counters held packets only (8-byte values) ...
-    let counters = tests::stage::map(
+    let counters = testkit::stage::map(
         Shape {
             map_type: PERCPU_ARRAY,
             key_size: 4,
@@ -41,7 +41,7 @@ fn an_older_map_layout_is_migrated_and_the_rest_reported() {
     counters.pin(&pin_dir.join("FW_COUNTERS")).unwrap();
     // ... block entries were 24 bytes (expiry, hits, origin) ...
     for set in 0..2 {
-        let trie = tests::stage::map(
+        let trie = testkit::stage::map(
             Shape {
                 map_type: LPM_TRIE,
                 key_size: 8,
@@ -60,7 +60,7 @@ fn an_older_map_layout_is_migrated_and_the_rest_reported() {
         trie.pin(&pin_dir.join(format!("FW_BLOCK4_{set}"))).unwrap();
     }
     // ... and rules lived in a hash map: a different key that cannot move.
-    let rules = tests::stage::map(
+    let rules = testkit::stage::map(
         Shape {
             map_type: HASH,
             key_size: 8,
@@ -77,7 +77,7 @@ fn an_older_map_layout_is_migrated_and_the_rest_reported() {
 
     let policy = policy_file("[defaults]\nrate = 1000\nburst = 1000\n");
     let fw = FirewallDaemon::spawn(
-        &tests::firewall_bin(),
+        &testkit::firewall_bin(),
         &sb.gw_ns,
         &pin_dir,
         &[

@@ -5,11 +5,11 @@
 //! sources and the blocks, and says so in a `migrate` event.
 
 use std::{
-    path::{Path, PathBuf},
+    path::PathBuf,
     time::{Duration, Instant},
 };
 
-use tests::{
+use testkit::{
     e2e::{json, ok, policy_file, sample, scrape, spoofed_flood},
     FirewallDaemon, Sandbox,
 };
@@ -26,17 +26,6 @@ fn table_policy(max_sources: u32) -> PathBuf {
     ))
 }
 
-fn args(sb: &Sandbox, p: &Path) -> Vec<String> {
-    vec![
-        "--iface".into(),
-        sb.gw_attacker_if.clone(),
-        "--config".into(),
-        p.display().to_string(),
-        "--metrics-addr".into(),
-        format!("127.0.0.1:{PORT}"),
-    ]
-}
-
 fn blocks(fw: &FirewallDaemon) -> Vec<String> {
     let mut v: Vec<String> = json(fw, &["block", "list", "--json"])
         .as_array()
@@ -50,14 +39,13 @@ fn blocks(fw: &FirewallDaemon) -> Vec<String> {
 
 #[test]
 fn a_million_source_table_tracks_a_spoofed_flood_and_survives_a_resize() {
-    if !tests::privileged("a_million_source_table_tracks_a_spoofed_flood_and_survives_a_resize") {
+    if !testkit::privileged("a_million_source_table_tracks_a_spoofed_flood_and_survives_a_resize") {
         return;
     }
     let sb = Sandbox::new().unwrap();
     let small = table_policy(1_000_000);
-    let a1 = args(&sb, &small);
-    let a1: Vec<&str> = a1.iter().map(String::as_str).collect();
-    let mut fw = FirewallDaemon::start(&sb.gw_ns, &a1);
+    let gw = FirewallDaemon::on(&sb.gw_ns).iface(&sb.gw_attacker_if);
+    let mut fw = gw.clone().config(&small).metrics(PORT).start();
     let status = json(&fw, &["status", "--json"]);
     assert_eq!(status["tracked_sources_capacity"], 1_000_000, "{status}");
     assert_eq!(
@@ -111,9 +99,12 @@ fn a_million_source_table_tracks_a_spoofed_flood_and_survives_a_resize() {
     // Restart with a larger table on the same pins: adopted and resized.
     assert!(fw.stop().success());
     let big = table_policy(2_000_000);
-    let a2 = args(&sb, &big);
-    let a2: Vec<&str> = a2.iter().map(String::as_str).collect();
-    let fw2 = FirewallDaemon::spawn(&tests::firewall_bin(), &sb.gw_ns, fw.pin_dir(), &a2).unwrap();
+    let fw2 = gw
+        .config(&big)
+        .metrics(PORT)
+        .pin_dir(fw.pin_dir())
+        .try_start()
+        .unwrap();
     let status = json(&fw2, &["status", "--json"]);
     assert_eq!(status["tracked_sources_capacity"], 2_000_000, "{status}");
     assert_eq!(
@@ -146,7 +137,7 @@ fn a_million_source_table_tracks_a_spoofed_flood_and_survives_a_resize() {
     );
     // A bad size is refused by `check` with its line.
     let bad = policy_file("[table]\nmax_sources = 10\n");
-    let o = tests::firewall::cli(fw2.pin_dir(), &["check", bad.to_str().unwrap()]);
+    let o = testkit::firewall::cli(fw2.pin_dir(), &["check", bad.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2));
     let err = String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr);
     assert!(

@@ -1,9 +1,9 @@
 //! The fixture table through BPF_PROG_TEST_RUN on the running kernel.
 
-use tests::{fixtures, harness::Hook};
+use testkit::{fixtures, harness::Hook};
 
 fn run(hook: Hook, test: &str) {
-    if !tests::privileged(test) {
+    if !testkit::privileged(test) {
         return;
     }
     let outcomes = fixtures::run_table(hook).expect("loading the data plane");

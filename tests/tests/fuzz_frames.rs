@@ -1,10 +1,10 @@
 //! Hostile frames through the real program (BPF_PROG_TEST_RUN): the bounded
-//! run of the fuzzer in `tests::fuzz` (the long one is `cargo xtask fuzz`).
+//! run of the fuzzer in the `fuzz` crate (the long one is `cargo xtask fuzz`).
 //!
 //! `FUZZ_SEED` and `FUZZ_FRAMES` override the seed and the frame count.
 
 use firewall_common::Verdict;
-use tests::fuzz::{self, Options};
+use fuzz::{self, Options};
 
 fn env_u64(name: &str) -> Option<u64> {
     let v = std::env::var(name).ok()?;
@@ -17,7 +17,7 @@ fn env_u64(name: &str) -> Option<u64> {
 
 #[test]
 fn two_hundred_thousand_hostile_frames() {
-    if !tests::privileged("two_hundred_thousand_hostile_frames") {
+    if !testkit::privileged("two_hundred_thousand_hostile_frames") {
         return;
     }
     let opts = Options {

@@ -9,7 +9,7 @@ use std::{
 };
 
 use serde_json::Value;
-use tests::{
+use testkit::{
     e2e::{policy_file, scrape, sock},
     send_udp, FirewallDaemon, Sandbox, UdpSink,
 };
@@ -324,7 +324,7 @@ fn alert_rules_are_complete() {
 
 #[test]
 fn dashboard_and_alerts_use_only_exported_metrics() {
-    if !tests::privileged("dashboard_and_alerts_use_only_exported_metrics") {
+    if !testkit::privileged("dashboard_and_alerts_use_only_exported_metrics") {
         return;
     }
     let text = std::fs::read_to_string(repo().join("dashboards/firewall.json")).unwrap();
@@ -345,17 +345,11 @@ fn dashboard_and_alerts_use_only_exported_metrics() {
         "block = [\"203.0.113.0/24\"]\n[defaults]\nrate = 50\nburst = 10\n[[rule]]\nname = \"dns\"\nprotocol = \"udp\"\ndst_port = 53\nrate = 10\nburst = 10\n[autoban]\ndrops = 100\nwindow = \"5s\"\nban = \"1m\"\nmax_ban = \"1h\"\n[crowdsec]\nlapi_url = \"http://127.0.0.1:1\"\napi_key_file = \"/nonexistent/crowdsec.key\"\n\
          [fleet]\nservers = [\"nats://127.0.0.1:4\"]\nname = \"dash\"\n",
     );
-    let fw = FirewallDaemon::start(
-        &sb.gw_ns,
-        &[
-            "--iface",
-            &sb.gw_attacker_if,
-            "--config",
-            policy.to_str().unwrap(),
-            "--metrics-addr",
-            "127.0.0.1:9477",
-        ],
-    );
+    let fw = FirewallDaemon::on(&sb.gw_ns)
+        .iface(&sb.gw_attacker_if)
+        .config(&policy)
+        .metrics(9477)
+        .start();
     let _sink = UdpSink::bind(&sb.gw_path(), sock("0.0.0.0", 9000));
     send_udp(
         &sb.attacker_path(),
@@ -399,7 +393,7 @@ fn dashboard_and_alerts_use_only_exported_metrics() {
         "firewall_policy_reloads_total{result=\"error\"}",
     ] {
         assert!(
-            tests::e2e::sample(&body, series).is_some(),
+            testkit::e2e::sample(&body, series).is_some(),
             "no sample {series}:\n{body}"
         );
     }

@@ -10,7 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use tests::{e2e::link_details, firewall_bin, unique_pin_dir, FirewallDaemon, Sandbox};
+use testkit::{e2e::link_details, firewall_bin, unique_pin_dir, FirewallDaemon, Sandbox};
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -78,7 +78,7 @@ fn find_man(dir: &Path, page: &str) -> Option<PathBuf> {
 fn the_package_installs_what_it_should() {
     let Some(deb) = std::env::var_os("FIREWALL_DEB").filter(|d| !d.is_empty()) else {
         let why = "FIREWALL_DEB is not set (`cargo xtask test` builds the package and sets it; or `cargo xtask package` and FIREWALL_DEB=target/debian/firewall_*.deb)";
-        if tests::under_ci() {
+        if testkit::under_ci() {
             panic!("the_package_installs_what_it_should cannot run under CI=true: {why}");
         }
         eprintln!("SKIP the_package_installs_what_it_should: {why}");
@@ -321,7 +321,7 @@ use std::collections::BTreeSet;
 /// STOPPING=1 on SIGTERM, exits 0, and leaves the data plane attached.
 #[test]
 fn daemon_notifies_systemd_with_only_the_units_capabilities() {
-    if !tests::privileged("daemon_notifies_systemd_with_only_the_units_capabilities") {
+    if !testkit::privileged("daemon_notifies_systemd_with_only_the_units_capabilities") {
         return;
     }
     let have_setpriv = Command::new("setpriv")
@@ -381,7 +381,7 @@ fn daemon_notifies_systemd_with_only_the_units_capabilities() {
             }
         }
     });
-    let policy = tests::e2e::policy_file("[defaults]\nrate = 100\nburst = 200\n");
+    let policy = testkit::e2e::policy_file("[defaults]\nrate = 100\nburst = 200\n");
     let mut fw = FirewallDaemon::spawn(
         &wrapper,
         &sb.gw_ns,

@@ -5,15 +5,14 @@
 //! back: normal screen, cooked mode, exit status.
 
 use std::{
-    net::IpAddr,
     path::{Path, PathBuf},
     process::Command,
     sync::atomic::{AtomicBool, Ordering},
     time::{Duration, Instant},
 };
 
-use tests::{
-    e2e::{json, policy_file, sock},
+use testkit::{
+    e2e::{ip, json, policy_file, sock},
     firewall_bin, send_udp, FirewallDaemon, Sandbox, UdpSink,
 };
 
@@ -25,7 +24,7 @@ fn have_tmux(test: &str) -> bool {
         .is_ok_and(|o| o.status.success());
     if !ok {
         let why = "tmux is not installed (`cargo xtask setup` installs it)";
-        if tests::under_ci() {
+        if testkit::under_ci() {
             panic!("{test} cannot run under CI=true: {why}");
         }
         eprintln!("SKIP {test}: {why}");
@@ -43,7 +42,7 @@ struct Tmux {
 static SERIAL: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
 impl Tmux {
-    fn start(pin_dir: &Path, env: &[(&str, &str)]) -> Tmux {
+    fn start(bin: &Path, pin_dir: &Path, env: &[(&str, &str)]) -> Tmux {
         let id = format!(
             "{}-{}",
             std::process::id(),
@@ -55,7 +54,7 @@ impl Tmux {
         let script = format!(
             "#!/bin/sh\nprintf 'before-top\\n'\n{envs}'{bin}' --pin-dir '{pin}' top --watch 1 -n 8\n\
              echo \"top-exit=$?\"\nstty -a > '{dir}/stty.txt'\necho done > '{dir}/done'\nexec sleep 600\n",
-            bin = firewall_bin().display(),
+            bin = bin.display(),
             pin = pin_dir.display(),
             dir = dir.display(),
         );
@@ -214,31 +213,21 @@ fn selected_line(screen: &str) -> Option<&str> {
     screen.lines().find(|l| l.contains("│> "))
 }
 
-fn ip(s: &str) -> IpAddr {
-    s.parse().unwrap()
-}
-
 #[test]
 fn top_watch_shows_the_flood_blocks_and_unblocks_and_quits_cleanly() {
     let name = "top_watch_shows_the_flood_blocks_and_unblocks_and_quits_cleanly";
-    if !tests::privileged(name) || !have_tmux(name) {
+    if !testkit::privileged(name) || !have_tmux(name) {
         return;
     }
     let sb = Sandbox::new().unwrap();
     let policy = policy_file(
         "[defaults]\nrate = 100\nburst = 200\n\n[autoban]\ndrops = 1000\nwindow = \"10s\"\nban = \"10m\"\nmax_ban = \"1h\"\n",
     );
-    let fw = FirewallDaemon::start(
-        &sb.gw_ns,
-        &[
-            "--iface",
-            &sb.gw_attacker_if,
-            "--iface",
-            &sb.gw_client_if,
-            "--config",
-            policy.to_str().unwrap(),
-        ],
-    );
+    let fw = FirewallDaemon::on(&sb.gw_ns)
+        .iface(&sb.gw_attacker_if)
+        .iface(&sb.gw_client_if)
+        .config(&policy)
+        .start();
     let _sink = UdpSink::bind(&sb.gw_path(), sock("0.0.0.0", 9000));
     let stop = AtomicBool::new(false);
     std::thread::scope(|s| {
@@ -277,7 +266,7 @@ fn top_watch_shows_the_flood_blocks_and_unblocks_and_quits_cleanly() {
 }
 
 fn drive_the_view(fw: &FirewallDaemon) {
-    let t = Tmux::start(fw.pin_dir(), &[]);
+    let t = Tmux::start(&firewall_bin(), fw.pin_dir(), &[]);
     t.wait_for(
         "the flood, its ban and two rate samples",
         Duration::from_secs(30),
@@ -392,7 +381,7 @@ fn drive_the_view(fw: &FirewallDaemon) {
 #[test]
 fn every_way_out_of_top_watch_restores_the_terminal() {
     let name = "every_way_out_of_top_watch_restores_the_terminal";
-    if !tests::privileged(name) || !have_tmux(name) {
+    if !testkit::privileged(name) || !have_tmux(name) {
         return;
     }
     let sb = Sandbox::new().unwrap();
@@ -404,7 +393,7 @@ fn every_way_out_of_top_watch_restores_the_terminal() {
         assert!(t.alternate_on());
     };
     for (how, keys) in [("Esc", vec!["Escape"]), ("Ctrl-C", vec!["C-c"])] {
-        let t = Tmux::start(fw.pin_dir(), &[]);
+        let t = Tmux::start(&firewall_bin(), fw.pin_dir(), &[]);
         ready(&t);
         t.keys(&keys);
         let (code, s) = t.ended();
@@ -413,7 +402,7 @@ fn every_way_out_of_top_watch_restores_the_terminal() {
         println!("{how}: exit 0, terminal restored");
     }
     // SIGTERM: caught, the loop ends, the terminal is restored.
-    let t = Tmux::start(fw.pin_dir(), &[]);
+    let t = Tmux::start(&firewall_bin(), fw.pin_dir(), &[]);
     ready(&t);
     let pid = t.top_pid();
     // SAFETY: kill(2) on the pid of the `firewall top` this test started.
@@ -423,8 +412,12 @@ fn every_way_out_of_top_watch_restores_the_terminal() {
     t.assert_restored(&s);
     println!("SIGTERM: exit 0, terminal restored");
     // A panic: the hook restores the terminal before the message, which
-    // lands on the normal screen.
-    let t = Tmux::start(fw.pin_dir(), &[("FIREWALL_TOP_PANIC_KEY", "!")]);
+    // lands on the normal screen. The panic key is a test hook, built only
+    // into the test variant of the binary.
+    let Some(variant) = testkit::variant_bin("top --watch panic case") else {
+        return;
+    };
+    let t = Tmux::start(&variant, fw.pin_dir(), &[("FIREWALL_TOP_PANIC_KEY", "!")]);
     ready(&t);
     t.keys(&["!"]);
     let (code, s) = t.ended();
@@ -441,14 +434,14 @@ fn every_way_out_of_top_watch_restores_the_terminal() {
 fn top_watch_needs_a_terminal_and_a_data_plane() {
     // Not privileged: no daemon needed for these refusals.
     let dir = std::env::temp_dir().join(format!("fw-no-pins-{}", std::process::id()));
-    let out = tests::cli(&dir, &["top", "--watch"]);
+    let out = testkit::cli(&dir, &["top", "--watch"]);
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.starts_with("error:") && err.contains("needs a terminal"),
         "{err}"
     );
-    let out = tests::cli(&dir, &["top", "--watch", "--json"]);
+    let out = testkit::cli(&dir, &["top", "--watch", "--json"]);
     assert_eq!(
         out.status.code(),
         Some(2),

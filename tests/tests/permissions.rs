@@ -11,7 +11,7 @@ use std::{
     time::Duration,
 };
 
-use tests::{FirewallDaemon, Sandbox};
+use testkit::{FirewallDaemon, Sandbox};
 
 const DEFAULT_METRICS_PORT: u16 = 9477;
 
@@ -64,7 +64,7 @@ fn listeners(pid: u32, port: u16) -> Vec<String> {
 
 #[test]
 fn pin_dir_is_roots_alone_and_metrics_listen_on_loopback() {
-    if !tests::privileged("pin_dir_is_roots_alone_and_metrics_listen_on_loopback") {
+    if !testkit::privileged("pin_dir_is_roots_alone_and_metrics_listen_on_loopback") {
         return;
     }
     let sb = Sandbox::new().unwrap();
@@ -111,7 +111,7 @@ fn pin_dir_is_roots_alone_and_metrics_listen_on_loopback() {
         "listeners on port {DEFAULT_METRICS_PORT} in the gateway namespace"
     );
     // ... it answers there ...
-    let body = tests::in_netns(&sb.gw_path(), || {
+    let body = testkit::in_netns(&sb.gw_path(), || {
         let addr: SocketAddr = ([127, 0, 0, 1], DEFAULT_METRICS_PORT).into();
         let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
@@ -126,8 +126,8 @@ fn pin_dir_is_roots_alone_and_metrics_listen_on_loopback() {
         "GET /metrics on loopback: {body:.300}"
     );
     // ... and not on the gateway's address, seen from the attacker's side.
-    let gw: SocketAddr = (tests::GW_ATTACKER_V4, DEFAULT_METRICS_PORT).into();
-    let r = tests::in_netns(&sb.attacker_path(), || {
+    let gw: SocketAddr = (testkit::GW_ATTACKER_V4, DEFAULT_METRICS_PORT).into();
+    let r = testkit::in_netns(&sb.attacker_path(), || {
         TcpStream::connect_timeout(&gw, Duration::from_secs(3))
     });
     assert!(

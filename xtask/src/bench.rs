@@ -1,5 +1,5 @@
 //! `cargo xtask bench [--quick]`: setup, the contenders' packages, a release
-//! build, then `tests`' `bench` program (see `tests/src/bench/mod.rs`),
+//! build, then the `bench` program (see `tests/bench/src/main.rs`),
 //! which writes `BENCHMARKS.md` (full run) and `target/bench/results.json`.
 
 use crate::util::{apt_install, cargo, dpkg_installed, is_root, run};
@@ -59,7 +59,7 @@ pub fn contender_packages() -> Result<()> {
 /// `firewall` binary.
 pub fn run_bench(quick: bool) -> Result<()> {
     let mut c = cargo();
-    c.args(["run", "--release", "-p", "tests", "--bin", "bench", "--"]);
+    c.args(["run", "--release", "-p", "bench", "--bin", "bench", "--"]);
     let mut shown = String::from("cargo xtask bench");
     if quick {
         c.arg("--quick");

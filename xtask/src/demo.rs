@@ -6,7 +6,7 @@ use anyhow::{bail, Context, Result};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-use tests::{send_udp, FirewallDaemon, Sandbox, UdpSink};
+use testkit::{send_udp, FirewallDaemon, Sandbox, UdpSink};
 
 #[derive(clap::Args)]
 pub struct DemoArgs {
@@ -83,7 +83,7 @@ pub fn demo(args: &DemoArgs) -> Result<()> {
     if !bin.exists() {
         bail!("{} not found; run without --no-build", bin.display());
     }
-    if let Some(problem) = tests::privilege_problem() {
+    if let Some(problem) = testkit::privilege_problem() {
         bail!("cannot run the demo here: {problem}");
     }
     trap_signals();
@@ -95,16 +95,16 @@ pub fn demo(args: &DemoArgs) -> Result<()> {
     let sb = Sandbox::new()?;
     println!(
         "  client   {} ({}) -> gateway {} ({})",
-        tests::CLIENT_V4,
+        testkit::CLIENT_V4,
         sb.client_ns,
-        tests::GW_CLIENT_V4,
+        testkit::GW_CLIENT_V4,
         sb.gw_client_if
     );
     println!(
         "  attacker {} ({}) -> gateway {} ({})",
-        tests::ATTACKER_V4,
+        testkit::ATTACKER_V4,
         sb.attacker_ns,
-        tests::GW_ATTACKER_V4,
+        testkit::GW_ATTACKER_V4,
         sb.gw_attacker_if
     );
     check_interrupt()?;
@@ -142,18 +142,18 @@ pub fn demo(args: &DemoArgs) -> Result<()> {
         bin.display(),
         fw_args.join(" ")
     );
-    let mut fw = FirewallDaemon::spawn(&bin, &sb.gw_ns, &tests::unique_pin_dir(), &fw_args)
+    let mut fw = FirewallDaemon::spawn(&bin, &sb.gw_ns, &testkit::unique_pin_dir(), &fw_args)
         .context("starting the firewall on the gateway")?;
     println!("  ready: pins in {}", fw.pin_dir().display());
     check_interrupt()?;
 
     let client_sink = UdpSink::try_bind(
         &sb.gw_path(),
-        SocketAddr::new(tests::GW_CLIENT_V4.into(), 7001),
+        SocketAddr::new(testkit::GW_CLIENT_V4.into(), 7001),
     )?;
     let attack_sink = UdpSink::try_bind(
         &sb.gw_path(),
-        SocketAddr::new(tests::GW_ATTACKER_V4.into(), 7002),
+        SocketAddr::new(testkit::GW_ATTACKER_V4.into(), 7002),
     )?;
     let secs = Duration::from_secs(args.seconds);
     println!(
@@ -200,14 +200,14 @@ pub fn demo(args: &DemoArgs) -> Result<()> {
     );
     println!(
         "{:<34} {:>10} {:>10} {:>9.1}%",
-        format!("client   {} -> gw:7001", tests::CLIENT_V4),
+        format!("client   {} -> gw:7001", testkit::CLIENT_V4),
         client_sent,
         client.total,
         pct(client.total, client_sent)
     );
     println!(
         "{:<34} {:>10} {:>10} {:>9.1}%",
-        format!("attacker {} -> gw:7002", tests::ATTACKER_V4),
+        format!("attacker {} -> gw:7002", testkit::ATTACKER_V4),
         attack_sent,
         attack.total,
         pct(attack.total, attack_sent)

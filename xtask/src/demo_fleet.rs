@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
-use tests::fleet::{gateway_policy, gw_ip, src, FleetNet, NatsServer, CONTROL};
-use tests::{netns_path, send_udp, FirewallDaemon, UdpSink};
+use testkit::fleet::{gateway_policy, gw_ip, src, FleetNet, NatsServer, CONTROL};
+use testkit::{netns_path, send_udp, FirewallDaemon, UdpSink};
 
 use crate::demo::{check_interrupt, TempDir};
 
@@ -54,7 +54,7 @@ pub fn demo(bin: &std::path::Path) -> Result<()> {
         std::fs::write(&policy, gateway_policy(&format!("gw{}", i + 1), BUCKET))?;
         let p = policy.display().to_string();
         let args = ["--iface", "hub", "--config", p.as_str()];
-        let fw = FirewallDaemon::spawn(bin, ns, &tests::unique_pin_dir(), &args)
+        let fw = FirewallDaemon::spawn(bin, ns, &testkit::unique_pin_dir(), &args)
             .with_context(|| format!("starting the firewall on gw{}", i + 1))?;
         println!(
             "  gw{} {} ({ns}): firewall run --iface hub",

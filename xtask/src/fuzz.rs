@@ -1,6 +1,6 @@
 //! `cargo xtask fuzz`: a million (or more) random and mutated frames through
 //! the real XDP and TC programs with BPF_PROG_TEST_RUN, every one checked
-//! (see `tests/src/fuzz.rs`). Runs `tests`' `fuzz-frames` program.
+//! (see `tests/fuzz/src/lib.rs`). Runs the `fuzz` crate's `fuzz-frames` program.
 
 use crate::util::{cargo, is_root, run};
 use anyhow::{bail, Result};
@@ -55,7 +55,7 @@ pub fn fuzz(args: &FuzzArgs) -> Result<()> {
                 "run",
                 "--release",
                 "-p",
-                "tests",
+                "fuzz",
                 "--bin",
                 "fuzz-frames",
                 "--",

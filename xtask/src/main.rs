@@ -123,7 +123,10 @@ fn test_steps(cargo_args: Vec<String>, test_args: Vec<String>) -> Vec<Step> {
     vec![
         Step::new("setup", setup::setup),
         Step::new("build firewall (release)", build_firewall),
-        Step::new("build upgrade-variant firewall (release)", build_variant),
+        Step::new(
+            "build the test variant of firewall (release)",
+            build_variant,
+        ),
         Step::new("build the Debian package", || {
             let deb = package::package()?;
             // The package test (tests/tests/ops_package.rs) finds it here.
@@ -170,11 +173,13 @@ pub fn build_firewall() -> Result<()> {
     run(cargo().args(["build", "--release", "-p", "firewall-user"]))
 }
 
-/// A second `firewall` whose data-plane object differs (built with the
-/// `upgrade-variant` feature), for the in-place upgrade test.
+/// A second `firewall` for the tests: its data-plane object differs (built
+/// with the `upgrade-variant` feature), for the in-place upgrade test, and
+/// it has the test hooks (feature `test-hooks`) that the shipped one lacks.
 pub fn build_variant() -> Result<()> {
     run(cargo()
-        .args(["build", "--release", "-p", "firewall-user", "--target-dir"])
+        .args(["build", "--release", "-p", "firewall-user"])
+        .args(["--features", "test-hooks", "--target-dir"])
         .arg(util::workspace_root().join("target/variant"))
         .env("FIREWALL_EBPF_FEATURES", "upgrade-variant"))
 }
@@ -253,8 +258,8 @@ mod cli_tests {
             (v(&[]), v(&["--nocapture", "x"]))
         );
         assert_eq!(
-            parse(&["test", "-p", "tests", "--lib", "--", "--bogus"]),
-            (v(&["-p", "tests", "--lib"]), v(&["--bogus"]))
+            parse(&["test", "-p", "testkit", "--lib", "--", "--bogus"]),
+            (v(&["-p", "testkit", "--lib"]), v(&["--bogus"]))
         );
     }
 }

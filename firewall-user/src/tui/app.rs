@@ -298,6 +298,7 @@ impl App {
                 }
             };
         }
+        #[cfg(feature = "test-hooks")]
         if let KeyCode::Char(c) = k.code {
             if Some(c) == super::panic_key() {
                 panic!("FIREWALL_TOP_PANIC_KEY '{c}' pressed");

@@ -227,8 +227,10 @@ fn report(app: &mut App, r: Result<()>, ok: String) {
     }
 }
 
-/// The hidden test hook: with `FIREWALL_TOP_PANIC_KEY` set, that key panics
-/// (the end-to-end test checks that the terminal is restored).
+/// The test hook of builds with the `test-hooks` feature: with
+/// `FIREWALL_TOP_PANIC_KEY` set, that key panics (the end-to-end test
+/// checks that the terminal is restored).
+#[cfg(feature = "test-hooks")]
 pub(crate) fn panic_key() -> Option<char> {
     std::env::var("FIREWALL_TOP_PANIC_KEY")
         .ok()

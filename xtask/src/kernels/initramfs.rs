@@ -40,7 +40,7 @@ pub(super) fn build_runner() -> Result<PathBuf> {
             "build",
             "--release",
             "-p",
-            "tests",
+            "testkit",
             "--bin",
             "fixture-runner",
             "--target",

@@ -1,6 +1,6 @@
 //! `cargo xtask kernels`: the kernel matrix.
 //!
-//! The fixture table (`tests::fixtures::run_table`, the one the host runs in
+//! The fixture table (`testkit::fixtures::run_table`, the one the host runs in
 //! `tests/tests/fixtures.rs`) is built as a static binary (`fixture-runner`),
 //! packed with static busybox into an initramfs, and run as the only program
 //! of a qemu VM (TCG, no KVM needed) on each kernel of [`KERNELS`]: that

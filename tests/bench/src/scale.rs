@@ -15,7 +15,7 @@ use super::live::{self, Generator, SPOOF_BASE};
 use super::policy as pol;
 use super::topo::Topo;
 use super::{median, Cfg};
-use tests::FirewallDaemon;
+use testkit::FirewallDaemon;
 
 fn start(topo: &Topo, config: &std::path::Path) -> Result<FirewallDaemon> {
     let c = config.display().to_string();
@@ -104,8 +104,8 @@ pub fn run(cfg: &Cfg) -> Result<Value> {
         let deadline = Instant::now() + Duration::from_secs(30);
         let mut tracked = 0.0;
         while Instant::now() < deadline {
-            let m = tests::e2e::scrape(&format!("/run/netns/{}", topo.gw_ns), 9477);
-            tracked = tests::e2e::sample(&m, "firewall_tracked_sources").unwrap_or(0.0);
+            let m = testkit::e2e::scrape(&format!("/run/netns/{}", topo.gw_ns), 9477);
+            tracked = testkit::e2e::sample(&m, "firewall_tracked_sources").unwrap_or(0.0);
             if tracked >= n_metrics as f64 {
                 break;
             }
@@ -114,9 +114,9 @@ pub fn run(cfg: &Cfg) -> Result<Value> {
         let mut scrape_ms = Vec::new();
         for _ in 0..10 {
             let t = Instant::now();
-            let m = tests::e2e::scrape(&format!("/run/netns/{}", topo.gw_ns), 9477);
+            let m = testkit::e2e::scrape(&format!("/run/netns/{}", topo.gw_ns), 9477);
             scrape_ms.push(t.elapsed().as_secs_f64() * 1e3);
-            if tests::e2e::sample(&m, "firewall_tracked_sources").is_none() {
+            if testkit::e2e::sample(&m, "firewall_tracked_sources").is_none() {
                 bail!("/metrics has no firewall_tracked_sources");
             }
         }

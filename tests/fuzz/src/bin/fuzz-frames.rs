@@ -1,4 +1,4 @@
-//! `fuzz-frames`: the frame fuzzer of `tests::fuzz` as a program (what
+//! `fuzz-frames`: the frame fuzzer of the `fuzz` crate as a program (what
 //! `cargo xtask fuzz` runs). Needs root and bpffs at /sys/fs/bpf.
 //!
 //! ```text
@@ -8,11 +8,12 @@
 //! Prints the report (counts per verdict, return values, coverage, every
 //! failure with its frame in hex and how to replay it); exits 0 only when
 //! nothing failed. `--replay INDEX` runs frame INDEX of the run with that
-//! seed and frame count (the count picks its policy) and explains it.
+//! seed and frame count (the count picks its policy), explains it and,
+//! when it fails on a fresh data plane, shrinks it.
 
 use std::process::ExitCode;
 
-use tests::fuzz::{self, Options};
+use fuzz::{self, Options};
 
 const USAGE: &str =
     "usage: fuzz-frames [--frames N] [--seed S] [--tc-every K] [--replay INDEX]\n  \
@@ -61,7 +62,7 @@ fn main() -> ExitCode {
         eprintln!("error: {e}");
         return ExitCode::from(2);
     }
-    if let Some(reason) = tests::privilege_problem() {
+    if let Some(reason) = testkit::privilege_problem() {
         eprintln!("error: cannot run the data plane here: {reason}");
         return ExitCode::from(1);
     }

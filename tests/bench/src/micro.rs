@@ -16,7 +16,7 @@ use super::policy::{self as pol, Size, HIGH_RATE};
 use super::profile::Perf;
 use super::sys;
 use super::{median, Cfg};
-use tests::packet::Frame;
+use testkit::packet::Frame;
 
 /// The product's object loaded with its maps pinned in a private directory
 /// (removed on drop).
@@ -30,7 +30,7 @@ impl Product {
     pub fn load() -> Result<Product> {
         let pin_dir = PathBuf::from(format!(
             "/sys/fs/bpf/{}{}-bench{}",
-            tests::firewall::PIN_PREFIX,
+            testkit::firewall::PIN_PREFIX,
             std::process::id(),
             super::next_id()
         ));
@@ -418,7 +418,7 @@ fn challenges(product: &mut Product, cfg: &Cfg, pass_single: &[u32]) -> Result<V
     let syns: Vec<Vec<u8>> = (0..cfg.new_sources as u32)
         .map(|i| {
             Frame::ip(IpAddr::V4(Ipv4Addr::from(base + i)), IpAddr::V4(DST))
-                .tcp(40000, 443, tests::packet::tcp_flags::SYN)
+                .tcp(40000, 443, testkit::packet::tcp_flags::SYN)
                 .build()
         })
         .collect();

@@ -1,5 +1,5 @@
 //! `fixture-runner`: the BPF_PROG_TEST_RUN fixture table (the same
-//! `tests::fixtures::run_table` the host's `tests/tests/fixtures.rs` runs),
+//! `testkit::fixtures::run_table` the host's `tests/tests/fixtures.rs` runs),
 //! as a standalone binary for the kernel matrix (`cargo xtask kernels`),
 //! which builds it statically for musl and runs it as a VM's only program.
 //!
@@ -24,7 +24,7 @@ use aya::{
 };
 use firewall_common::maps as names;
 use firewall_user::loader;
-use tests::{fixtures, harness::Hook};
+use testkit::{fixtures, harness::Hook};
 
 /// At most this many trailing lines of a verifier log are printed (the
 /// verbose log of a rejected program can run to megabytes).

@@ -10,6 +10,11 @@ use serde_json::Value;
 
 use crate::FirewallDaemon;
 
+/// An address literal of a test (panics on a typo).
+pub fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
 /// Write a policy file into a fresh temporary directory.
 pub fn policy_file(toml: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("fw-policy-{}", crate::unique_id()));

@@ -8,7 +8,7 @@
 //! Interface names embed the pid (`fwb<pid>g`, `fwb<pid>t`) so the gateway's
 //! NAPI thread (`napi/<GW>-<id>`) can be found among other sandboxes'.
 //! Namespace names (`fw<pid>-b<n>-gw`) follow the test kit's convention, so
-//! a crashed bench's leftovers are removed by `tests::cleanup_stale`.
+//! a crashed bench's leftovers are removed by `testkit::cleanup_stale`.
 //!
 //! Set-up common to every contender: GRO on the gateway's veth (veth then
 //! accepts XDP_TX'd frames from its peer even without an XDP program),
@@ -24,7 +24,7 @@ use std::process::Command;
 use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use tests::{netns_path, nsenter_cmd, output_timeout};
+use testkit::{netns_path, nsenter_cmd, output_timeout};
 
 pub const GW_IP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
 pub const GEN_IP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);
@@ -49,7 +49,7 @@ pub struct Topo {
 }
 
 /// Runs a command (30 s limit), failing with its stderr.
-pub use tests::netns::run_ok as sh;
+pub use testkit::netns::run_ok as sh;
 
 fn ip(ns: &str, args: &str) -> Result<String> {
     sh(Command::new("ip")
@@ -59,7 +59,7 @@ fn ip(ns: &str, args: &str) -> Result<String> {
 
 fn write_in(ns: &str, path: &str, value: &str) -> Result<()> {
     let (p, v) = (path.to_string(), value.to_string());
-    tests::in_netns(&netns_path(ns), move || std::fs::write(&p, v))
+    testkit::in_netns(&netns_path(ns), move || std::fs::write(&p, v))
         .with_context(|| format!("writing {path} in {ns}"))
 }
 
@@ -102,7 +102,7 @@ impl Topo {
                 "0",
             )?;
         }
-        let mac = tests::packet::mac_to_string;
+        let mac = testkit::packet::mac_to_string;
         ip(
             &gw,
             &format!(
@@ -138,8 +138,8 @@ impl Topo {
             "-c",
             &format!("echo 1 > /sys/class/net/{}/threaded", self.gw_if),
         ]))?;
-        self.gen_ifindex = tests::if_index(&netns_path(&gen), &self.gen_if)?;
-        self.gw_ifindex = tests::if_index(&netns_path(&gw), &self.gw_if)?;
+        self.gen_ifindex = testkit::if_index(&netns_path(&gen), &self.gen_if)?;
+        self.gw_ifindex = testkit::if_index(&netns_path(&gw), &self.gw_if)?;
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
             let out = ip(&gw, &format!("-o link show dev {}", self.gw_if))?;
@@ -176,7 +176,7 @@ impl Topo {
                 }
             }
             if let Some(pid) = found {
-                if !crate::bench::sys::pin_task(pid, self.gw_cpu) {
+                if !crate::sys::pin_task(pid, self.gw_cpu) {
                     bail!("cannot pin the NAPI thread {pid} to CPU {}", self.gw_cpu);
                 }
                 self.napi_tid.store(pid, Ordering::Relaxed);
@@ -216,7 +216,7 @@ impl Topo {
         let gw = Self::ethtool_stats(&self.gw_ns, &self.gw_if)?;
         let n1 = napi_ns(tid);
         let gen = Self::ethtool_stats(&self.gen_ns, &self.gen_if)?;
-        let snmp = tests::in_netns(&netns_path(&self.gw_ns), || {
+        let snmp = testkit::in_netns(&netns_path(&self.gw_ns), || {
             std::fs::read_to_string("/proc/thread-self/net/snmp")
         })
         .context("reading the gateway's /proc/net/snmp")?;

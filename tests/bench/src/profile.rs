@@ -22,7 +22,7 @@ impl Perf {
         }
         let file = std::env::temp_dir().join(format!(
             "{}{}-perf{}.data",
-            tests::firewall::LOG_PREFIX,
+            testkit::firewall::LOG_PREFIX,
             std::process::id(),
             super::next_id()
         ));
@@ -51,7 +51,7 @@ impl Perf {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let out = tests::output_timeout(
+        let out = testkit::output_timeout(
             std::process::Command::new("perf").args([
                 "report",
                 "-i",

@@ -8,27 +8,27 @@
 //!
 //! ```no_run
 //! # fn main() -> anyhow::Result<()> {
-//! if !tests::privileged("flood_is_limited") { return Ok(()); }
-//! let sb = tests::Sandbox::new()?;
-//! let fw = tests::FirewallDaemon::start(&sb.gw_ns, &["--iface", &sb.gw_attacker_if]);
-//! let sink = tests::UdpSink::bind(&sb.gw_path(), "198.51.100.1:9000".parse()?);
-//! tests::send_udp(&sb.attacker_path(), None, sink.addr(), 5000, std::time::Duration::from_secs(1));
+//! if !testkit::privileged("flood_is_limited") { return Ok(()); }
+//! let sb = testkit::Sandbox::new()?;
+//! let fw = testkit::FirewallDaemon::start(&sb.gw_ns, &["--iface", &sb.gw_attacker_if]);
+//! let sink = testkit::UdpSink::bind(&sb.gw_path(), "198.51.100.1:9000".parse()?);
+//! testkit::send_udp(&sb.attacker_path(), None, sink.addr(), 5000, std::time::Duration::from_secs(1));
 //! println!("{}", String::from_utf8_lossy(&fw.cli(&["stats"]).stdout));
 //! # Ok(()) }
 //! ```
 
 #[cfg(feature = "dataplane")]
 pub mod challenge_fixtures;
+pub mod daemon;
 pub mod e2e;
 pub mod firewall;
 #[cfg(feature = "dataplane")]
 pub mod fixtures;
 pub mod fleet;
 #[cfg(feature = "dataplane")]
-pub mod fuzz;
-#[cfg(feature = "dataplane")]
 pub mod harness;
 pub mod netns;
+#[cfg(feature = "dataplane")]
 pub mod packet;
 pub mod sandbox;
 #[cfg(feature = "dataplane")]
@@ -40,7 +40,8 @@ pub mod web;
 #[cfg(test)]
 mod selftest;
 
-pub use firewall::{cli, cli_in, firewall_bin, unique_pin_dir, FirewallDaemon};
+pub use daemon::DaemonBuilder;
+pub use firewall::{cli, cli_in, firewall_bin, unique_pin_dir, variant_bin, FirewallDaemon};
 pub use netns::{
     if_index, in_netns, mac_address, netns_path, nsenter_cmd, output_timeout, sysctl_get,
 };
@@ -92,7 +93,7 @@ pub fn privilege_problem() -> Option<String> {
         .clone()
 }
 
-/// Gate for privileged tests: `if !tests::privileged("name") { return; }`.
+/// Gate for privileged tests: `if !testkit::privileged("name") { return; }`.
 ///
 /// Returns true when the test can run. Otherwise, under `CI=true` it panics
 /// with the reason (privileged tests never skip in CI); elsewhere it prints

@@ -6,6 +6,9 @@
 //! baselines ([`micro`]), live throughput over veth against other
 //! filters ([`live`]), and scale ([`scale`]). Everything it sets up
 //! (namespaces, pins, rules, attachments) is removed by guards.
+//!
+//! Runs behind `cargo xtask bench`. Needs root, the release `firewall`
+//! binary (`FIREWALL_BIN`), nftables, iptables, xdp-tools and ethtool.
 
 pub mod contenders;
 pub mod live;
@@ -136,7 +139,7 @@ fn usage() -> ! {
 }
 
 fn preflight() -> Result<()> {
-    if let Some(p) = tests::privilege_problem() {
+    if let Some(p) = testkit::privilege_problem() {
         bail!("the bench cannot run here: {p}");
     }
     let missing: Vec<&str> = [
@@ -156,7 +159,7 @@ fn preflight() -> Result<()> {
             missing.join(", ")
         );
     }
-    let fw = tests::firewall_bin();
+    let fw = testkit::firewall_bin();
     if !fw.exists() {
         bail!(
             "the firewall binary is not at {} (build it with cargo build --release -p firewall-user, or set FIREWALL_BIN)",
@@ -166,7 +169,7 @@ fn preflight() -> Result<()> {
     Ok(())
 }
 
-pub fn main() {
+fn main() {
     let mut quick = false;
     let mut out_json = None;
     let mut out_md = None;
@@ -241,7 +244,7 @@ fn run(
     let loadavg_start = loadavg();
     let date = firewall_user::clock::rfc3339(std::time::SystemTime::now());
     let command = std::env::var("BENCH_COMMAND").unwrap_or_else(|_| {
-        let mut c = String::from("cargo run --release -p tests --bin bench --");
+        let mut c = String::from("cargo run --release -p bench --bin bench --");
         if quick {
             c.push_str(" --quick");
         }
@@ -280,7 +283,7 @@ fn run(
         "bpf_stats_enabled_sysctl": std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled").unwrap_or_default().trim(),
         "bpf_jit_enable": std::fs::read_to_string("/proc/sys/net/core/bpf_jit_enable").unwrap_or_default().trim(),
         "tools": contenders::versions().into_iter().map(|(k, v)| json!({"tool": k, "version": v})).collect::<Vec<_>>(),
-        "firewall_bin": tests::firewall_bin().display().to_string(),
+        "firewall_bin": testkit::firewall_bin().display().to_string(),
         "total_seconds": started.elapsed().as_secs_f64(),
         "loadavg_start": loadavg_start,
         "loadavg_end": loadavg(),

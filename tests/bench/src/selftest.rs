@@ -70,7 +70,7 @@ fn template_frame_is_60_bytes_without_udp_checksum() {
     assert_eq!(f.len(), 60);
     assert_eq!(&f[40..42], &[0, 0]);
     assert_eq!(
-        tests::packet::checksum(&f[14..34]),
+        testkit::packet::checksum(&f[14..34]),
         0,
         "valid IPv4 header checksum"
     );
@@ -87,7 +87,7 @@ fn cpu_count_is_not_zero() {
 /// header checksum valid; the baselines return XDP_PASS.
 #[test]
 fn hand_assembled_programs_work() {
-    if !tests::privileged("hand_assembled_programs_work") {
+    if !testkit::privileged("hand_assembled_programs_work") {
         return;
     }
     let base = std::net::Ipv4Addr::new(198, 18, 16, 0);
@@ -104,7 +104,7 @@ fn hand_assembled_programs_work() {
             "{src:#x}"
         );
         assert_eq!(
-            tests::packet::checksum(&out[14..34]),
+            testkit::packet::checksum(&out[14..34]),
             0,
             "IPv4 checksum after rewrite"
         );

@@ -19,7 +19,7 @@ use super::profile::Perf;
 use super::sys;
 use super::topo::{Snapshot, Topo, GEN_MAC, GW_IP, GW_MAC};
 use super::{median, Cfg};
-use tests::packet::Frame;
+use testkit::packet::Frame;
 
 pub const ONE_SOURCE: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
 pub const MANY_BASE: Ipv4Addr = Ipv4Addr::new(198, 18, 16, 0);
@@ -119,10 +119,10 @@ impl Running {
     fn start(topo: &Topo, gen: &Generator, cpu: usize, limit: Duration) -> Running {
         let stop = Arc::new(AtomicBool::new(false));
         let (s, prog, frame) = (stop.clone(), gen.prog.clone(), gen.frame.clone());
-        let ns = tests::netns_path(&topo.gen_ns);
+        let ns = testkit::netns_path(&topo.gen_ns);
         let ifindex = topo.gen_ifindex;
         let handle = std::thread::spawn(move || {
-            tests::in_netns(&ns, move || -> Result<u64> {
+            testkit::in_netns(&ns, move || -> Result<u64> {
                 sys::pin_thread(cpu);
                 let ctx = sys::xdp_md(frame.len(), ifindex);
                 let deadline = Instant::now() + limit;
@@ -298,7 +298,7 @@ pub fn profile(topo: &Topo, gen: &Generator, cfg: &Cfg, ids: &[u32]) -> Result<V
 }
 
 /// The XDP program ids attached to the gateway by a firewall daemon.
-pub fn program_ids_of(topo: &Topo, _d: &tests::FirewallDaemon) -> Vec<u32> {
+pub fn program_ids_of(topo: &Topo, _d: &testkit::FirewallDaemon) -> Vec<u32> {
     contenders::attached_xdp_ids(topo)
 }
 

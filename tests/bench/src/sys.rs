@@ -125,7 +125,7 @@ pub fn hash_map_create(key_size: u32, value_size: u32, max_entries: u32) -> Resu
         max_entries,
         flags: 0,
     };
-    tests::stage::map(shape, "fwb_base").context("bpf(BPF_MAP_CREATE)")
+    testkit::stage::map(shape, "fwb_base").context("bpf(BPF_MAP_CREATE)")
 }
 
 /// Loads an XDP program; on rejection the error carries the verifier log.
@@ -350,7 +350,7 @@ pub fn pin_task(tid: i32, cpu: usize) -> bool {
 /// Lets the calling thread run on every CPU again.
 pub fn unpin_thread() {
     let mut set = rustix::thread::CpuSet::new();
-    for c in 0..crate::bench::ncpus() {
+    for c in 0..crate::ncpus() {
         set.set(c);
     }
     let _ = rustix::thread::sched_setaffinity(None, &set);

@@ -12,7 +12,7 @@ use std::process::Command;
 use super::policy::{self as pol, LIVE_BLOCKED, LIVE_BURST, LIVE_RATE};
 use super::sys;
 use super::topo::{sh, Topo};
-use tests::{nsenter_cmd, FirewallDaemon};
+use testkit::{nsenter_cmd, FirewallDaemon};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
@@ -105,7 +105,7 @@ impl TempDir {
     pub fn new(tag: &str) -> Result<TempDir> {
         let p = std::env::temp_dir().join(format!(
             "{}{}-{tag}{}",
-            tests::firewall::LOG_PREFIX,
+            testkit::firewall::LOG_PREFIX,
             std::process::id(),
             super::next_id()
         ));
@@ -330,7 +330,7 @@ pub fn install(kind: Kind, topo: &Topo) -> Result<Installed> {
             let prog = sys::load_return("fwb_drop", sys::XDP_DROP)?;
             let pfd = prog.try_clone()?;
             let ifindex = topo.gw_ifindex;
-            let link = tests::in_netns(&tests::netns_path(&topo.gw_ns), move || {
+            let link = testkit::in_netns(&testkit::netns_path(&topo.gw_ns), move || {
                 sys::xdp_link(pfd.as_fd(), ifindex)
             })?;
             inst._fds.push(link);

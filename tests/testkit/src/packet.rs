@@ -515,7 +515,7 @@ pub fn pattern(len: usize) -> Vec<u8> {
 /// A whole Ethernet frame; build with [`Frame::build`].
 ///
 /// ```
-/// use tests::packet::*;
+/// use testkit::packet::*;
 /// let f = Frame::ipv4("192.0.2.2".parse().unwrap(), "192.0.2.1".parse().unwrap())
 ///     .qinq(100, 10)
 ///     .udp(4000, 53, 32)
