@@ -13,7 +13,7 @@ use std::{
 };
 
 use testkit::{
-    e2e::{json, policy_file, sample, scrape},
+    e2e::{json, policy_file, sample, scrape, top_row},
     web::{self, Fetch, Nginx},
     FirewallDaemon, Sandbox, GW_ATTACKER_V4, GW_CLIENT_V4, GW_CLIENT_V6,
 };
@@ -25,6 +25,11 @@ const CLIENTS: u8 = 40;
 const KNOWN_FETCHES: usize = 20;
 const FLOOD_SECS: u64 = 10;
 const CONNECT_WITHIN: Duration = Duration::from_secs(3);
+/// The known client's fetches may wait for one SYN retransmission: a frame
+/// lost while this machine's two CPUs run the flood is no verdict of the
+/// firewall's (which the test checks separately: none of its packets is
+/// dropped).
+const KNOWN_WITHIN: Duration = Duration::from_secs(5);
 
 fn flood_policy(challenge: bool, rate: u64) -> String {
     format!(
@@ -118,7 +123,7 @@ impl Phase {
     fn report(&self, name: &str) {
         println!(
             "{name}: {} of {CLIENTS} new clients answered within {CONNECT_WITHIN:?} \
-             (median connect {:.3} s); known client {} of {KNOWN_FETCHES}; \
+             (median connect {:.3} s); known client {} of {KNOWN_FETCHES} within {KNOWN_WITHIN:?}; \
              {} forged SYNs, {} TCP segments reached the gateway's stack ({:.3} %); \
              challenges sent {} passed {} failed {} refused {}",
             self.answered(),
@@ -177,14 +182,8 @@ fn phase(sb: &Sandbox, fw: &FirewallDaemon, clients: &[IpAddr]) -> Phase {
     let known = std::thread::spawn(move || {
         (0..KNOWN_FETCHES)
             .map(|_| {
-                let f = web::fetch(
-                    &ns,
-                    IpAddr::V4(testkit::CLIENT_V4),
-                    &u,
-                    CONNECT_WITHIN,
-                    None,
-                )
-                .unwrap();
+                let f = web::fetch(&ns, IpAddr::V4(testkit::CLIENT_V4), &u, KNOWN_WITHIN, None)
+                    .unwrap();
                 std::thread::sleep(Duration::from_millis(200));
                 f
             })
@@ -293,6 +292,12 @@ fn new_clients_connect_through_a_spoofed_syn_flood() {
             p.known
         );
     }
+    let known =
+        top_row(&fw, &format!("{}/32", testkit::CLIENT_V4)).expect("the known client is tracked");
+    assert_eq!(
+        known["drops"], 0,
+        "the known client lost packets to the firewall: {known}"
+    );
 
     // A small answer budget bounds the backscatter: what goes back to the
     // attacker's link stays within rate * time + burst.
