@@ -28,7 +28,6 @@ pub mod fleet;
 #[cfg(feature = "dataplane")]
 pub mod harness;
 pub mod netns;
-#[cfg(feature = "dataplane")]
 pub mod packet;
 pub mod sandbox;
 #[cfg(feature = "dataplane")]
