@@ -122,9 +122,11 @@ pub fn median(v: &[f64]) -> f64 {
     }
 }
 
+/// The workspace root: this crate lives in `tests/bench`.
 fn workspace_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
+        .ancestors()
+        .nth(2)
         .map(PathBuf::from)
         .unwrap_or_default()
 }
