@@ -341,19 +341,7 @@ fn errno(e: &ProgramError) -> Option<i32> {
 
 fn rule_totals(h: &Harness, rules: usize) -> Result<Vec<Vec<Counter>>> {
     (0..rules as u32)
-        .map(|r| {
-            let v = h.maps.rule_verdicts(r).context("reading rule counters")?;
-            Ok(Verdict::ALL
-                .iter()
-                .map(|x| {
-                    let c = v.get(*x);
-                    Counter {
-                        packets: c.packets,
-                        bytes: c.bytes,
-                    }
-                })
-                .collect())
-        })
+        .map(|r| h.rule_counters(r).context("reading rule counters"))
         .collect()
 }
 

@@ -116,17 +116,12 @@ impl Harness {
 
     /// Counters per verdict, summed over CPUs.
     pub fn counters(&self) -> Vec<Counter> {
-        let v = self.maps.verdicts().expect("reading counters");
-        Verdict::ALL
-            .iter()
-            .map(|x| {
-                let c = v.get(*x);
-                Counter {
-                    packets: c.packets,
-                    bytes: c.bytes,
-                }
-            })
-            .collect()
+        by_verdict(&self.maps.verdicts().expect("reading counters"))
+    }
+
+    /// Counters of rule `rule` per verdict, summed over CPUs.
+    pub fn rule_counters(&self, rule: u32) -> Result<Vec<Counter>> {
+        Ok(by_verdict(&self.maps.rule_verdicts(rule)?))
     }
 
     pub fn packets(&self, v: Verdict) -> u64 {
@@ -162,6 +157,20 @@ pub fn delta(before: &[Counter], after: &[Counter]) -> Vec<(u64, u64)> {
                 after[i].packets - before[i].packets,
                 after[i].bytes - before[i].bytes,
             )
+        })
+        .collect()
+}
+
+/// A typed snapshot as one `Counter` per verdict, in `Verdict::ALL` order.
+fn by_verdict(v: &firewall_user::control::read::Verdicts) -> Vec<Counter> {
+    Verdict::ALL
+        .iter()
+        .map(|x| {
+            let c = v.get(*x);
+            Counter {
+                packets: c.packets,
+                bytes: c.bytes,
+            }
         })
         .collect()
 }
