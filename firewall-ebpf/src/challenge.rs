@@ -19,18 +19,16 @@ use crate::{
     decide::{self, count_verdict, stat, Clock, TCP_SYN},
     maps::{CHALLENGE_KEY, CHALLENGE_PROG, HANDOFF},
     mem::{read, write},
-    parse::{parse, Frame, Packet},
+    parse::{parse, Frame, Packet, IPPROTO_TCP, IPV6_HLEN},
 };
 
 const TCP_SYN_ACK: u8 = 0x12;
-const IPPROTO_TCP: u8 = 6;
 /// TTL / hop limit of an answer.
 const TTL: u8 = 64;
 /// IPv4 option "no operation": what an answer's options are rewritten to
 /// (echoing a source route or a timestamp request would be wrong).
 const IPOPT_NOP: u8 = 1;
 const TCP_HLEN: usize = 20;
-const IPV6_HLEN: usize = 40;
 
 /// Why a frame gets no answer.
 struct Unanswerable;

@@ -14,9 +14,9 @@ const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86DD;
 const ETH_P_8021Q: u16 = 0x8100;
 const ETH_P_8021AD: u16 = 0x88A8;
-const IPPROTO_TCP: u8 = 6;
+pub(crate) const IPPROTO_TCP: u8 = 6;
 const IPPROTO_UDP: u8 = 17;
-const IPV6_HLEN: usize = Ipv6Hdr::LEN;
+pub(crate) const IPV6_HLEN: usize = Ipv6Hdr::LEN;
 /// IPv6 extension headers walked before giving up on finding L4.
 const MAX_EXT_HEADERS: usize = 4;
 
