@@ -70,9 +70,9 @@ pub enum Stat {
     NewSourceRefused = 1,
     /// Events lost because the ring buffer was full.
     EventsLost = 2,
-    /// Packets handled by a program built with the `upgrade-variant`
-    /// feature (zero in normal builds): shows which object is running.
-    VariantPackets = 3,
+    // Index 3 is unused: the indices are part of the pinned ABI (an
+    // upgrade adopts the `STATS` array as it finds it), so it stays free
+    // rather than renumber the challenge counters.
     /// SYN challenges answered (XDP_TX).
     ChallengeSent = 4,
     /// Challenges answered by the source (a RST carrying the cookie): its

@@ -37,8 +37,6 @@ pub fn decide(data: usize, end: usize, len: u64, answer: bool) -> Verdict {
             _ => (Verdict::Passed, NO_RULE),
         },
     };
-    #[cfg(feature = "upgrade-variant")]
-    stat(Stat::VariantPackets);
     if verdict == Verdict::Challenged {
         if let Some(h) = HANDOFF.get_ptr_mut(0) {
             // SAFETY: per-CPU slot, see `count`; read by the tail-called

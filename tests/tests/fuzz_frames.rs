@@ -55,3 +55,41 @@ fn two_hundred_thousand_hostile_frames() {
     }
     assert!(rep.malformed_reasons.len() >= 15, "{rep}");
 }
+
+/// A failing frame is shrunk against the real program: here "failing" is
+/// being `malformed` (a bad IHL behind 200 bytes of UDP payload), and what
+/// is left must still be malformed when run on its own, and smaller.
+#[test]
+fn a_failing_frame_shrinks_to_the_bytes_that_matter() {
+    if !testkit::privileged("a_failing_frame_shrinks_to_the_bytes_that_matter") {
+        return;
+    }
+    use std::net::Ipv4Addr;
+    use testkit::{harness::Hook, packet::Frame};
+    let policy = testkit::fixtures::policy();
+    let good = Frame::ipv4(Ipv4Addr::new(198, 51, 100, 9), Ipv4Addr::new(192, 0, 2, 1))
+        .udp(4000, 9000, 200)
+        .build();
+    let mut bad = good.clone();
+    bad[14] = 0x44; // version 4, IHL 4: shorter than an IPv4 header.
+    let malformed = |o: &fuzz::Outcome| o.verdict == Some(Verdict::Malformed);
+    for hook in [Hook::Xdp, Hook::Tc] {
+        assert_eq!(
+            fuzz::shrink_failure(&policy, hook, &good, malformed),
+            None,
+            "a well-formed frame has nothing to shrink"
+        );
+        let small = fuzz::shrink_failure(&policy, hook, &bad, malformed)
+            .expect("the bad frame is malformed on a fresh load");
+        println!(
+            "{hook:?}: {} bytes -> {} bytes: {}",
+            bad.len(),
+            small.len(),
+            fuzz::hex(&small)
+        );
+        assert!(small.len() < bad.len() / 4, "{}", fuzz::hex(&small));
+        let again = fuzz::run_alone(&policy, hook, &small).expect("running the shrunk frame");
+        assert_eq!(again.verdict, Some(Verdict::Malformed));
+        assert!(again.problems.is_empty(), "{:?}", again.problems);
+    }
+}

@@ -173,15 +173,15 @@ pub fn build_firewall() -> Result<()> {
     run(cargo().args(["build", "--release", "-p", "firewall-user"]))
 }
 
-/// A second `firewall` for the tests: its data-plane object differs (built
-/// with the `upgrade-variant` feature), for the in-place upgrade test, and
-/// it has the test hooks (feature `test-hooks`) that the shipped one lacks.
+/// A second `firewall` for the tests, built apart (its own target dir) with
+/// the test hooks (feature `test-hooks`) that the shipped one lacks: the
+/// in-place upgrade test starts it over a running daemon's pins, and the
+/// TUI test uses its panic hook.
 pub fn build_variant() -> Result<()> {
     run(cargo()
         .args(["build", "--release", "-p", "firewall-user"])
         .args(["--features", "test-hooks", "--target-dir"])
-        .arg(util::workspace_root().join("target/variant"))
-        .env("FIREWALL_EBPF_FEATURES", "upgrade-variant"))
+        .arg(util::workspace_root().join("target/variant")))
 }
 
 pub fn variant_bin() -> std::path::PathBuf {

@@ -34,8 +34,6 @@ pub struct NewSources {
     pub admitted: u64,
     pub refused: u64,
     pub events_lost: u64,
-    /// Packets handled by an `upgrade-variant` build (test builds only).
-    pub variant_packets: u64,
 }
 
 impl From<&Counters> for Stats {
@@ -63,7 +61,6 @@ impl From<&Counters> for Stats {
                 admitted: c.stats.get(Stat::NewSourceAdmitted),
                 refused: c.stats.get(Stat::NewSourceRefused),
                 events_lost: c.stats.get(Stat::EventsLost),
-                variant_packets: c.stats.get(Stat::VariantPackets),
             },
             challenges: Stat::CHALLENGES
                 .iter()

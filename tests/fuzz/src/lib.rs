@@ -1,9 +1,10 @@
 //! Frame fuzzing through the real data plane (BPF_PROG_TEST_RUN).
 //!
 //! Every frame is derived from `(seed, index)` alone, so any failure replays
-//! (`cargo xtask fuzz --seed S --replay INDEX`), and the replay shrinks a
-//! frame that fails on its own to the smallest one that still fails
-//! ([`shrink`]). The modules: [`rng`], [`generator`] and [`mutator`] make
+//! (`cargo xtask fuzz --seed S --replay INDEX`). A frame that fails on its
+//! own is shrunk to the smallest one that still fails ([`shrink`],
+//! [`shrink_failure`]): the first failures of a run in its report, any
+//! frame in a replay. The modules: [`rng`], [`generator`] and [`mutator`] make
 //! the frames, [`model`] says what the data plane must make of them,
 //! [`runner`] runs and checks them. A frame is one of:
 //! - a structured frame from the [`packet`](testkit::packet) builder with
@@ -57,7 +58,8 @@ pub use model::{expected, feature, model, skb_may_refuse, Parsed};
 pub use mutator::mutate;
 pub use rng::Rng;
 pub use runner::{
-    hex, hook_for, phase_of, policies, replay, run, Failure, Options, Report, DEFAULT_SEED,
+    hex, hook_for, phase_of, policies, replay, run, run_alone, shrink_failure, Failure, Options,
+    Outcome, Report, DEFAULT_SEED,
 };
 
 /// The longest frame generated (well inside what both test runs accept).

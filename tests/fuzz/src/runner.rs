@@ -129,6 +129,10 @@ pub struct Failure {
     pub frame: Vec<u8>,
     pub model: Parsed,
     pub problem: String,
+    /// The smallest frame found that still fails on a fresh load (see
+    /// [`shrink_failure`]); `None` when the frame fails only after what
+    /// the run did before it, or was not shrunk.
+    pub shrunk: Option<Vec<u8>>,
 }
 
 pub fn hex(b: &[u8]) -> String {
@@ -152,6 +156,10 @@ impl fmt::Display for Failure {
         )?;
         writeln!(f, "  model: {:?}", self.model)?;
         writeln!(f, "  {} bytes: {}", self.frame.len(), hex(&self.frame))?;
+        if let Some(small) = &self.shrunk {
+            writeln!(f, "  shrunk: {} bytes: {}", small.len(), hex(small))?;
+            writeln!(f, "  shrunk model: {:?}", model(small).0)?;
+        }
         write!(
             f,
             "  replay: cargo xtask fuzz --seed {:#x} --replay {}",
@@ -346,10 +354,19 @@ fn rule_totals(h: &Harness, rules: usize) -> Result<Vec<Vec<Counter>>> {
 }
 
 /// What one frame did, checked.
-struct Outcome {
-    verdict: Option<Verdict>,
-    refused: bool,
-    problems: Vec<String>,
+pub struct Outcome {
+    pub verdict: Option<Verdict>,
+    /// The skb test run refused the frame (TC only; see the crate docs).
+    pub refused: bool,
+    /// The checks it broke.
+    pub problems: Vec<String>,
+}
+
+impl Outcome {
+    /// A failure of the checks (a documented refusal is none).
+    pub fn failed(&self) -> bool {
+        !self.problems.is_empty() && !self.refused
+    }
 }
 
 /// Run `frame` once through `hook` and check it (counters before it in
@@ -503,6 +520,7 @@ pub fn run(opts: &Options) -> Result<Report> {
                             other.map_err(|e| e.to_string()),
                             if moved { " and counters moved" } else { "" }
                         ),
+                        shrunk: None,
                     },
                 ),
             }
@@ -523,6 +541,7 @@ pub fn run(opts: &Options) -> Result<Report> {
                 frame: Vec::new(),
                 model: Parsed::NotIp,
                 problem,
+                shrunk: None,
             },
         )
     };
@@ -614,6 +633,7 @@ pub fn run(opts: &Options) -> Result<Report> {
                     frame,
                     model: parsed,
                     problem: out.problems.join("; "),
+                    shrunk: None,
                 },
             );
         }
@@ -678,12 +698,53 @@ pub fn run(opts: &Options) -> Result<Report> {
                         "rule {r} ({name}) counters moved by {got:?} (packets, bytes per verdict), the reference parser's matches predict {:?}",
                         rule_expect[r]
                     ),
+                    shrunk: None,
                 },
             );
         }
     }
+    // Shrink the first failing frames, so that the report of a failed run
+    // shows the bytes that matter without a replay.
+    for failure in rep.failures.iter_mut().take(SHRUNK_PER_RUN) {
+        let phase = policies.iter().find(|(n, _)| *n == failure.policy);
+        if let (Some((_, policy)), false) = (phase, failure.frame.len() < ETH_HLEN) {
+            failure.shrunk = shrink_failure(policy, failure.hook, &failure.frame, Outcome::failed)
+                .filter(|small| *small != failure.frame);
+        }
+    }
     rep.elapsed = started.elapsed();
     Ok(rep)
+}
+
+/// Run `frame` once through `hook` on a fresh load of `policy`, checked.
+pub fn run_alone(policy: &Policy, hook: Hook, frame: &[u8]) -> Result<Outcome> {
+    let mut h = Harness::new(policy).context("loading the data plane")?;
+    let mut reader = CounterReader::open(&h);
+    let mut before = h.counters();
+    let (parsed, _) = model(frame);
+    Ok(run_one(
+        &mut h,
+        &mut reader,
+        hook,
+        frame,
+        &parsed,
+        policy,
+        &mut before,
+    ))
+}
+
+/// The smallest frame found for which `keeps` still holds, each candidate
+/// run on a fresh load, as the frame itself was, so that what is left
+/// fails on its own. `None` when `frame` itself does not satisfy `keeps`
+/// on a fresh load (it failed because of the frames before it).
+pub fn shrink_failure(
+    policy: &Policy,
+    hook: Hook,
+    frame: &[u8],
+    keeps: impl Fn(&Outcome) -> bool,
+) -> Option<Vec<u8>> {
+    let holds = |f: &[u8]| run_alone(policy, hook, f).is_ok_and(|o| keeps(&o));
+    holds(frame).then(|| shrink(frame, SHRINK_BUDGET, holds))
 }
 
 /// Frame `index` of a run (`frames` long, for its policy phase) replayed on
@@ -721,10 +782,7 @@ pub fn replay(seed: u64, frames: u64, index: u64) -> Result<String> {
             .unwrap_or("none")
     )?;
     for hook in [Hook::Xdp, Hook::Tc] {
-        let mut h = Harness::new(policy).context("loading the data plane")?;
-        let mut reader = CounterReader::open(&h);
-        let mut before = h.counters();
-        let o = run_one(&mut h, &mut reader, hook, &f, &parsed, policy, &mut before);
+        let o = run_alone(policy, hook, &f)?;
         writeln!(
             out,
             "  {}: verdict {}{}{}",
@@ -741,19 +799,8 @@ pub fn replay(seed: u64, frames: u64, index: u64) -> Result<String> {
                 format!(", PROBLEMS: {}", o.problems.join("; "))
             }
         )?;
-        if !o.problems.is_empty() && !o.refused {
-            // Shrink against a fresh data plane per attempt, as the frame
-            // itself was run, so that what is left fails on its own.
-            let small = shrink(&f, SHRINK_BUDGET, |cand: &[u8]| {
-                let (p, _) = model(cand);
-                let Ok(mut h) = Harness::new(policy) else {
-                    return false;
-                };
-                let mut reader = CounterReader::open(&h);
-                let mut before = h.counters();
-                let o = run_one(&mut h, &mut reader, hook, cand, &p, policy, &mut before);
-                !o.problems.is_empty() && !o.refused
-            });
+        if o.failed() {
+            let small = shrink_failure(policy, hook, &f, Outcome::failed).unwrap_or(f.clone());
             if small != f {
                 writeln!(
                     out,
@@ -769,8 +816,10 @@ pub fn replay(seed: u64, frames: u64, index: u64) -> Result<String> {
     Ok(out)
 }
 
-/// Data-plane loads one replay may spend on shrinking a failing frame.
+/// Data-plane loads one shrink may spend.
 const SHRINK_BUDGET: usize = 300;
+/// Failures a run shrinks (each costs up to `SHRINK_BUDGET` loads).
+const SHRUNK_PER_RUN: usize = 3;
 
 #[cfg(test)]
 mod unit {

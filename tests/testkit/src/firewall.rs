@@ -40,10 +40,9 @@ pub fn firewall_bin() -> PathBuf {
     up
 }
 
-/// The test variant of the `firewall` binary (`$FIREWALL_BIN_VARIANT`):
-/// another data-plane object (`FIREWALL_EBPF_FEATURES=upgrade-variant`)
-/// and the test hooks (`--features test-hooks`); `cargo xtask test` builds
-/// it. `None` (with a SKIP line naming `what`) when it is not set; under
+/// The test variant of the `firewall` binary (`$FIREWALL_BIN_VARIANT`): a
+/// separate build with the test hooks (`--features test-hooks`); `cargo
+/// xtask test` builds it. `None` (with a SKIP line naming `what`) when it is not set; under
 /// `CI=true` that panics instead.
 pub fn variant_bin(what: &str) -> Option<PathBuf> {
     match std::env::var_os("FIREWALL_BIN_VARIANT").filter(|p| !p.is_empty()) {
@@ -52,7 +51,7 @@ pub fn variant_bin(what: &str) -> Option<PathBuf> {
             panic!("FIREWALL_BIN_VARIANT is not set (cargo xtask test builds it)")
         }
         None => {
-            eprintln!("SKIP {what}: set FIREWALL_BIN_VARIANT to a build made with FIREWALL_EBPF_FEATURES=upgrade-variant and --features test-hooks (cargo xtask test does)");
+            eprintln!("SKIP {what}: set FIREWALL_BIN_VARIANT to a build made with --features test-hooks (cargo xtask test does)");
             None
         }
     }
