@@ -10,7 +10,11 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::PathBuf;
 
 use firewall_common::{maps as names, SourceKey, SourceState};
-use firewall_user::{control::Control, loader, policy};
+use firewall_user::{
+    bpf_sys::{RawMap, Shape},
+    control::Control,
+    loader, policy,
+};
 
 use super::policy::{self as pol, Size, HIGH_RATE};
 use super::profile::Perf;
@@ -472,6 +476,28 @@ fn table_len(p: &Product) -> u64 {
     p.maps.count_sources().unwrap_or(0) as u64
 }
 
+/// Bytes per entry and fixed bytes of a map shaped like the pinned `name`:
+/// the kernel's memlock of two fresh maps of that shape, at its size and at
+/// twice it (sizes the hash rounds the same way).
+fn marginal(p: &Product, name: &str) -> Option<(f64, f64)> {
+    let shape = RawMap::open_pinned(&p.pin_dir.join(name)).ok()?.shape;
+    let n = shape.max_entries.next_power_of_two();
+    let memlock = |entries: u32| {
+        let m = testkit::stage::map(
+            Shape {
+                max_entries: entries,
+                ..shape
+            },
+            "bench_memlock",
+        )
+        .ok()?;
+        sys::fdinfo_u64(m.fd(), "memlock")
+    };
+    let (one, two) = (memlock(n)?, memlock(2 * n)?);
+    let per = two.checked_sub(one)? as f64 / f64::from(n);
+    Some((per, one as f64 - per * f64::from(n)))
+}
+
 /// Kernel-accounted memory of the per-source table (and of all maps).
 fn memory(p: &Product) -> Value {
     let mut maps = Vec::new();
@@ -498,14 +524,28 @@ fn memory(p: &Product) -> Value {
         };
         (m, per)
     };
-    let (v4, per_v4) = per_source(names::SOURCES_V4);
-    let (v6, per_v6) = per_source(names::SOURCES_V6);
+    let (v4, share_v4) = per_source(names::SOURCES_V4);
+    let (v6, share_v6) = per_source(names::SOURCES_V6);
+    // The memlock of a table divided by its entries also spreads the
+    // table's fixed cost (its header, per-CPU LRU lists) over them; what a
+    // tracked source costs is the slope, read from two fresh maps of the
+    // same shape. The share is kept beside it.
+    let slope_v4 = marginal(p, names::SOURCES_V4);
+    let slope_v6 = marginal(p, names::SOURCES_V6);
+    let (per_v4, per_v6) = (
+        slope_v4.map(|(per, _)| per).or(share_v4),
+        slope_v6.map(|(per, _)| per).or(share_v6),
+    );
     json!({
         "sources_capacity": firewall_common::maps::SOURCES_CAPACITY,
         "sources_memlock": v4["memlock"],
         "sources_v6_memlock": v6["memlock"],
         "bytes_per_tracked_source": per_v4,
         "bytes_per_tracked_source_v6": per_v6,
+        "fixed_bytes_per_table": slope_v4.map(|(_, fixed)| fixed),
+        "fixed_bytes_per_table_v6": slope_v6.map(|(_, fixed)| fixed),
+        "memlock_per_entry": share_v4,
+        "memlock_per_entry_v6": share_v6,
         "key_value_bytes": std::mem::size_of::<firewall_common::SourceKey4>() + std::mem::size_of::<SourceState>(),
         "key_value_bytes_v6": std::mem::size_of::<firewall_common::SourceKey6>() + std::mem::size_of::<SourceState>(),
         "all_maps_memlock": total,

@@ -63,10 +63,23 @@ struct Target {
     measured: Option<f64>,
     bound: f64,
     higher_is_better: bool,
+    /// How `measured` and `bound` read: `"x"` for ratios, else a unit.
+    unit: &'static str,
     detail: String,
 }
 
 impl Target {
+    fn show(&self, v: f64) -> String {
+        match self.unit {
+            "x" => x(v),
+            unit => format!("{v:.2} {unit}"),
+        }
+    }
+
+    fn shown(&self) -> String {
+        self.measured.map(|m| self.show(m)).unwrap_or("-".into())
+    }
+
     fn met(&self) -> Option<bool> {
         let m = self.measured?;
         Some(if self.higher_is_better {
@@ -85,7 +98,9 @@ impl Target {
                 } else {
                     (m - self.bound) / self.bound * 100.0
                 };
-                format!("**missed** by {by:.0} %")
+                // A narrow miss shows as such, not as "0 %".
+                let digits = if by < 1.0 { 2 } else { 0 };
+                format!("**missed** by {by:.digits$} %")
             }
             _ => "not measured".into(),
         }
@@ -107,6 +122,7 @@ fn targets(all: &Value) -> Vec<Target> {
             measured: r.and_then(|r| f(&r["ratio_to_lookup"])),
             bound,
             higher_is_better: false,
+            unit: "x",
             detail: r
                 .map(|r| {
                     format!(
@@ -131,6 +147,7 @@ fn targets(all: &Value) -> Vec<Target> {
                 },
                 bound: 3.0,
                 higher_is_better: true,
+                unit: "x",
                 detail: format!(
                     "{} vs {} Mpps per gateway core",
                     fw.map(mpps).unwrap_or("-".into()),
@@ -150,6 +167,7 @@ fn targets(all: &Value) -> Vec<Target> {
         },
         bound: 0.9,
         higher_is_better: true,
+        unit: "x",
         detail: format!(
             "{} vs {} Mpps per gateway core",
             fw.map(mpps).unwrap_or("-".into()),
@@ -173,6 +191,7 @@ fn targets(all: &Value) -> Vec<Target> {
             },
             bound,
             higher_is_better: false,
+            unit: "x",
             detail: format!(
                 "{} vs {} ns/packet",
                 fw.map(ns).unwrap_or("-".into()),
@@ -184,17 +203,18 @@ fn targets(all: &Value) -> Vec<Target> {
     // a 100,000-entry import.
     let mem = &all["micro"]["memory"];
     let scale = &all["scale"];
-    for (what, measured, bound, detail) in [
+    for (what, measured, bound, unit, detail) in [
         (
             "bytes per tracked IPv4 source <= 96",
             f(&mem["bytes_per_tracked_source"]),
             96.0,
+            "bytes",
             format!(
-                "{} bytes (IPv6: {})",
-                f(&mem["bytes_per_tracked_source"])
+                "each more entry of the table (IPv6: {} bytes), plus {} bytes per table",
+                f(&mem["bytes_per_tracked_source_v6"])
                     .map(|b| format!("{b:.0}"))
                     .unwrap_or("-".into()),
-                f(&mem["bytes_per_tracked_source_v6"])
+                f(&mem["fixed_bytes_per_table"])
                     .map(|b| format!("{b:.0}"))
                     .unwrap_or("-".into())
             ),
@@ -203,6 +223,7 @@ fn targets(all: &Value) -> Vec<Target> {
             "/metrics with 1,000,000 tracked sources < 100 ms",
             f(&scale["metrics"]["median_scrape_ms"]),
             100.0,
+            "ms",
             format!(
                 "median of 10 scrapes with {} sources tracked",
                 scale["metrics"]["tracked_sources"]
@@ -212,6 +233,7 @@ fn targets(all: &Value) -> Vec<Target> {
             "import of 100,000 entries < 0.5 s",
             f(&scale["import"]["median_seconds"]),
             0.5,
+            "s",
             "median of the runs".to_string(),
         ),
     ] {
@@ -221,6 +243,7 @@ fn targets(all: &Value) -> Vec<Target> {
             measured,
             bound,
             higher_is_better: false,
+            unit,
             detail,
         });
     }
@@ -239,6 +262,7 @@ fn targets(all: &Value) -> Vec<Target> {
         },
         bound: 0.5,
         higher_is_better: true,
+        unit: "x",
         detail: format!(
             "{} vs {} Mpps per gateway core (1 source over its limit)",
             spoof.map(mpps).unwrap_or("-".into()),
@@ -254,7 +278,7 @@ pub fn targets_json(all: &Value) -> Value {
             .iter()
             .map(|t| {
                 json!({
-                    "target": t.what, "measured_ratio": t.measured, "bound": t.bound,
+                    "target": t.what, "measured": t.measured, "unit": t.unit, "bound": t.bound,
                     "met": t.met(), "detail": t.detail,
                 })
             })
@@ -388,7 +412,7 @@ pub fn markdown(all: &Value, cfg: &Cfg) -> String {
             s,
             "| {} | {} | {} | {} |",
             t.what,
-            t.measured.map(x).unwrap_or("-".into()),
+            t.shown(),
             t.detail,
             t.verdict()
         );
@@ -448,8 +472,8 @@ fn missed_section(s: &mut String, all: &Value) {
         let head = format!(
             "- **{}**: {} against a bound of {} ({}).",
             t.what,
-            t.measured.map(x).unwrap_or("-".into()),
-            x(t.bound),
+            t.shown(),
+            t.show(t.bound),
             t.verdict().replace("**", "")
         );
         let body = match t.probe {
@@ -530,8 +554,8 @@ fn live_missed(all: &Value, scenario: &str, group: &[&Target]) -> String {
             };
             format!(
                 "{} against {other} (bound {}, {})",
-                t.measured.map(x).unwrap_or("-".into()),
-                x(t.bound),
+                t.shown(),
+                t.show(t.bound),
                 t.verdict().replace("**", "")
             )
         })
@@ -766,12 +790,14 @@ fn micro_section(s: &mut String, all: &Value) {
         let _ = writeln!(
             s,
             "Memory: the IPv4 per-source table (LRU hash, {} entries, preallocated) accounts {} bytes \
-             (`memlock` in its fdinfo): **{:.0} bytes per tracked IPv4 source** for a {}-byte key and \
-             value; the IPv6 table {:.0} bytes per source ({}-byte key and value). All maps together: {:.1} MiB.\n",
+             (`memlock` in its fdinfo). Two fresh maps of its shape, at its size and twice it, differ by \
+             **{:.0} bytes per tracked IPv4 source** for a {}-byte key and value, plus {:.0} bytes per \
+             table; the IPv6 table {:.0} bytes per source ({}-byte key and value). All maps together: {:.1} MiB.\n",
             mem["sources_capacity"],
             mem["sources_memlock"],
             f(&mem["bytes_per_tracked_source"]).unwrap_or(f64::NAN),
             mem["key_value_bytes"],
+            f(&mem["fixed_bytes_per_table"]).unwrap_or(f64::NAN),
             f(&mem["bytes_per_tracked_source_v6"]).unwrap_or(f64::NAN),
             mem["key_value_bytes_v6"],
             f(&mem["all_maps_memlock"]).unwrap_or(0.0) / 1048576.0
