@@ -44,10 +44,7 @@ pub fn load(path: &Path) -> anyhow::Result<Checked> {
 /// Validate a policy file's text. `Ok` holds the policy and its warnings;
 /// `Err` holds every error and warning, sorted by line.
 pub fn parse(text: &str) -> Checked {
-    let mut cx = Cx {
-        text,
-        problems: Vec::new(),
-    };
+    let mut cx = Cx::new(text);
     let policy = match toml::from_str::<Section<File>>(text) {
         Ok(file) => Some(cx.policy(file)),
         Err(e) => {

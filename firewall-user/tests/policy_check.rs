@@ -3,6 +3,7 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
+use firewall_common::maps::LIST_CAPACITY;
 use firewall_user::policy::{
     self, Autoban, Defaults, Flood, LimitClass, Policy, Problem, Protocol, Rule, Severity,
 };
@@ -748,4 +749,39 @@ password_file = "/etc/firewall/crowdsec.password"
     assert_eq!(c.lapi_url, "http://[::1]:8080");
     assert_eq!(c.poll, Duration::from_secs(10));
     assert!(!c.push && c.machine_id.is_none() && c.password_file.is_none());
+}
+
+/// The lists must fit the maps this file's `[table]` sizes, not the
+/// default size: fewer fit a smaller table, more fit a larger one.
+#[test]
+fn lists_are_checked_against_the_files_own_table_size() {
+    let hosts = |n: u32| {
+        (0..n)
+            .map(|i| format!("\"10.{}.{}.{}\"", i >> 16, (i >> 8) & 255, i & 255))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let text = format!("block = [{}]\n[table]\nmax_list_entries = 16\n", hosts(20));
+    let problems = policy::parse(&text).expect_err("20 entries in a table of 16");
+    let msg = render(&problems);
+    assert!(
+        msg.contains("line 1: error: block has 20 IPv4 entries; at most 16 fit (raise [table] max_list_entries)"),
+        "{msg}"
+    );
+    let (p, _) = ok(&format!(
+        "block = [{}]\n[table]\nmax_list_entries = 20\n",
+        hosts(20)
+    ));
+    assert_eq!(p.block.len(), 20);
+    // Above the default capacity: accepted when the table is made larger.
+    let over_default = LIST_CAPACITY + 1;
+    let text = format!("allow = [{}]\n", hosts(over_default));
+    let problems = policy::parse(&text).expect_err("more than the default capacity");
+    assert!(
+        render(&problems).contains("at most 262144 fit"),
+        "{}",
+        render(&problems)
+    );
+    let (p, _) = ok(&format!("{text}[table]\nmax_list_entries = 524288\n"));
+    assert_eq!(p.allow.len(), over_default as usize);
 }

@@ -49,16 +49,25 @@ pub(super) struct Pair<'f> {
 /// The semantic pass: collects every problem of one file.
 pub(super) struct Cx<'t> {
     pub(super) text: &'t str,
+    /// Byte offsets of the text's newlines, for `line`.
+    newlines: Vec<usize>,
     pub(super) problems: Vec<Problem>,
 }
 
-impl Cx<'_> {
+impl<'t> Cx<'t> {
+    pub(super) fn new(text: &'t str) -> Self {
+        let newlines = text.match_indices('\n').map(|(i, _)| i).collect();
+        Cx {
+            text,
+            newlines,
+            problems: Vec::new(),
+        }
+    }
+
+    /// The 1-based line of a span's start: a binary search of the
+    /// newlines (a file of a million list entries asks a million times).
     pub(super) fn line(&self, span: &Range<usize>) -> usize {
-        let end = span.start.min(self.text.len());
-        1 + self.text.as_bytes()[..end]
-            .iter()
-            .filter(|b| **b == b'\n')
-            .count()
+        1 + self.newlines.partition_point(|&nl| nl < span.start)
     }
 
     pub(super) fn at<T>(&self, s: &Spanned<T>) -> usize {
@@ -302,6 +311,23 @@ impl Cx<'_> {
                     format!("{what} \"{s}\": {why}; write {CIDR_EXAMPLES}"),
                 );
                 None
+            }
+        }
+    }
+
+    /// An error at `line` for each address family with more of `nets`
+    /// than a map of `cap` entries holds (`what`: count, family).
+    pub(super) fn capacity(
+        &mut self,
+        nets: &[IpNet],
+        cap: u32,
+        line: usize,
+        what: impl Fn(usize, &str) -> String,
+    ) {
+        let v4 = nets.iter().filter(|n| matches!(n, IpNet::V4(_))).count();
+        for (count, fam) in [(v4, "IPv4"), (nets.len() - v4, "IPv6")] {
+            if count > cap as usize {
+                self.error(line, what(count, fam));
             }
         }
     }

@@ -3,7 +3,7 @@
 
 use std::{collections::HashMap, time::Duration};
 
-use firewall_common::maps::{LIMIT_CAPACITY, LIST_CAPACITY, MAX_RULES};
+use firewall_common::maps::{LIMIT_CAPACITY, MAX_RULES};
 use ipnet::IpNet;
 use toml::{Spanned, Value};
 
@@ -55,6 +55,18 @@ impl Cx<'_> {
         if let Some(v) = f.table.as_ref().and_then(|s| self.table("table", s)) {
             policy.table = self.table_sizes(&v);
         }
+        // The lists fill maps of the size this file's [table] gives them.
+        let cap = policy.table.max_list_entries;
+        for (l, nets, name) in [
+            (&f.allow, &policy.allow, "allow"),
+            (&f.block, &policy.block, "block"),
+        ] {
+            if let Some(l) = l {
+                self.capacity(nets, cap, self.at(l), |count, fam| {
+                    format!("{name} has {count} {fam} entries; at most {cap} fit (raise [table] max_list_entries)")
+                });
+            }
+        }
         if let Some(v) = f.autoban.as_ref().and_then(|s| self.table("autoban", s)) {
             policy.autoban = self.autoban(&v);
         }
@@ -87,7 +99,6 @@ impl Cx<'_> {
             }
         };
         let mut seen: HashMap<IpNet, usize> = HashMap::new();
-        let (mut v4, mut v6) = (0u32, 0u32);
         for item in items {
             let line = self.at(item);
             let s = match item.get_ref() {
@@ -120,18 +131,8 @@ impl Cx<'_> {
                     format!("{list} entry \"{s}\" {what} every {} source", family(&net)),
                 );
             }
-            match net {
-                IpNet::V4(_) => v4 += 1,
-                IpNet::V6(_) => v6 += 1,
-            }
             seen.insert(net, line);
             out.push((net, line));
-        }
-        for (count, fam) in [(v4, "IPv4"), (v6, "IPv6")] {
-            if count > LIST_CAPACITY {
-                let msg = format!("{list} has {count} {fam} entries; at most {LIST_CAPACITY} fit");
-                self.error(self.at(l), msg);
-            }
         }
         out
     }
@@ -180,7 +181,6 @@ impl Cx<'_> {
     pub(super) fn limits(&mut self, s: &Spanned<List<Section<LimitFile>>>) -> Vec<LimitClass> {
         let (mut out, ctx) = (Vec::new(), "[[limit]] ");
         let mut seen: HashMap<IpNet, usize> = HashMap::new();
-        let (mut v4, mut v6) = (0u32, 0u32);
         for view in self.tables("limit", s) {
             let f = view.body;
             self.require(&view, "[[limit]]", fields::<LimitFile>());
@@ -201,19 +201,13 @@ impl Cx<'_> {
                 burst: (f.burst.as_ref(), None),
             };
             if let (Some(cidr), Some((rate, burst))) = (cidr, self.rate_burst(ctx, pair)) {
-                match cidr {
-                    IpNet::V4(_) => v4 += 1,
-                    IpNet::V6(_) => v6 += 1,
-                }
                 out.push(LimitClass { cidr, rate, burst });
             }
         }
-        for (count, fam) in [(v4, "IPv4"), (v6, "IPv6")] {
-            if count > LIMIT_CAPACITY {
-                let msg = format!("{count} {fam} [[limit]] classes; at most {LIMIT_CAPACITY} fit");
-                self.error(self.at(s), msg);
-            }
-        }
+        let cidrs: Vec<IpNet> = out.iter().map(|c| c.cidr).collect();
+        self.capacity(&cidrs, LIMIT_CAPACITY, self.at(s), |count, fam| {
+            format!("{count} {fam} [[limit]] classes; at most {LIMIT_CAPACITY} fit")
+        });
         out
     }
 
