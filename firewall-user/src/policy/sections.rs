@@ -23,8 +23,9 @@ impl Cx<'_> {
         let allow = f.allow.as_ref().map(|l| self.cidr_list(l, "allow"));
         let block = f.block.as_ref().map(|l| self.cidr_list(l, "block"));
         if let (Some(allow), Some(block)) = (&allow, &block) {
+            let allowed: HashMap<IpNet, usize> = allow.iter().copied().collect();
             for (net, bline) in block {
-                if let Some((_, aline)) = allow.iter().find(|(a, _)| a == net) {
+                if let Some(aline) = allowed.get(net) {
                     self.warning(
                         *bline,
                         format!(

@@ -970,7 +970,7 @@ fn scale_section(s: &mut String, all: &Value) {
     let _ = writeln!(s, "## 3. Scale\n");
     let _ = writeln!(
         s,
-        "| what | measured |\n|---|---|\n| `firewall block import` of {} entries into a running firewall (XDP) | {:.2} s (median of {}) |\n| policy reload with {} block entries replacing {} others (SIGHUP until the `reload` event) | {:.3} s (median of {}) |\n",
+        "| what | measured |\n|---|---|\n| `firewall block import` of {} entries into a running firewall (XDP) | {:.2} s (median of {}) |\n| policy reload with {} block entries replacing {} others (SIGHUP until the `reload` event) | {:.3} s (median of {}) |\n| `firewall check` of a file with {} allow and {} block entries | {:.3} s (median of {}) |\n",
         sc["import"]["entries"],
         f(&sc["import"]["median_seconds"]).unwrap_or(f64::NAN),
         sc["import"]["seconds"].as_array().map(|a| a.len()).unwrap_or(0),
@@ -978,6 +978,10 @@ fn scale_section(s: &mut String, all: &Value) {
         sc["reload"]["entries"],
         f(&sc["reload"]["median_seconds"]).unwrap_or(f64::NAN),
         sc["reload"]["seconds"].as_array().map(|a| a.len()).unwrap_or(0),
+        sc["check"]["entries_per_list"],
+        sc["check"]["entries_per_list"],
+        f(&sc["check"]["median_seconds"]).unwrap_or(f64::NAN),
+        sc["check"]["seconds"].as_array().map(|a| a.len()).unwrap_or(0),
     );
     if let Some(mem) = all["micro"].get("memory") {
         let _ = writeln!(

@@ -82,6 +82,28 @@ pub fn run(cfg: &Cfg) -> Result<Value> {
         }
     }
 
+    // `firewall check` of a file with 100,000 allow and 100,000 block
+    // entries: what a reload parses before it applies anything.
+    eprintln!("bench: scale: check of a large policy file");
+    let n_check = 100_000;
+    let large = tmp.0.join("large.toml");
+    std::fs::write(&large, pol::large_lists(n_check))?;
+    let mut check_s = Vec::new();
+    for _ in 0..cfg.scale_reps.max(3) {
+        let t = Instant::now();
+        let o = std::process::Command::new(testkit::firewall_bin())
+            .arg("check")
+            .arg(&large)
+            .output()?;
+        check_s.push(t.elapsed().as_secs_f64());
+        if !o.status.success() {
+            bail!(
+                "firewall check failed: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+        }
+    }
+
     // `/metrics` with a million tracked sources: the count is kept by a
     // background walk, so a scrape must not grow with the table.
     eprintln!("bench: scale: /metrics with many tracked sources");
@@ -158,6 +180,9 @@ pub fn run(cfg: &Cfg) -> Result<Value> {
         },
         "reload": {
             "entries": n_reload, "seconds": reload_s, "median_seconds": median(&reload_s),
+        },
+        "check": {
+            "entries_per_list": n_check, "seconds": check_s, "median_seconds": median(&check_s),
         },
         "prefill": prefill,
         "metrics": metrics,
