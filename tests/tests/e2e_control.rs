@@ -188,6 +188,67 @@ fn reloads_apply_whole_files_and_reject_broken_ones() {
     assert!(sample(&m, "firewall_policy_reloads_total{result=\"ok\"}").unwrap() >= 2.0);
 }
 
+/// `[table]` sizes are applied when the data plane is loaded: a reload
+/// that changes them applies the rest of the file and says the sizes wait
+/// for the next start, and the tables keep their size.
+#[test]
+fn a_reload_that_changes_table_sizes_says_they_wait_for_the_next_start() {
+    if !testkit::privileged("a_reload_that_changes_table_sizes_says_they_wait_for_the_next_start") {
+        return;
+    }
+    let sb = Sandbox::new().unwrap();
+    let policy = policy_file("[defaults]\nrate = 100\nburst = 10\n");
+    let mut fw = FirewallDaemon::on(&sb.gw_ns)
+        .iface(&sb.gw_attacker_if)
+        .config(&policy)
+        .metrics(9477)
+        .start();
+    std::fs::write(
+        &policy,
+        "block = [\"198.51.100.3\"]\n[defaults]\nrate = 100\nburst = 10\n[table]\nmax_sources = 4096\n",
+    )
+    .unwrap();
+    fw.signal(libc::SIGHUP).unwrap();
+    let ev = fw
+        .wait_for_event(Duration::from_secs(5), |e| {
+            e["event"] == "reload" && e["reason"] == "SIGHUP"
+        })
+        .expect("reload event");
+    assert_eq!(ev["result"], "ok", "{ev}");
+    assert_eq!(ev["table_in_force"]["max_sources"], 131072, "{ev}");
+    assert_eq!(ev["table_at_next_start"]["max_sources"], 4096, "{ev}");
+    assert!(
+        fw.stderr()
+            .contains("[table] sizes apply at the next start"),
+        "{}",
+        fw.stderr()
+    );
+    // The rest of the file is in force; the table kept its size.
+    let blocked = json(&fw, &["block", "list", "--json"]);
+    assert_eq!(blocked[0]["cidr"], "198.51.100.3/32", "{blocked}");
+    let m = scrape(&sb.gw_path(), 9477);
+    assert_eq!(
+        sample(&m, "firewall_tracked_sources_capacity"),
+        Some(131072.0)
+    );
+    // Back to the sizes in force: the next reload has nothing to say.
+    std::fs::write(&policy, "[defaults]\nrate = 100\nburst = 10\n").unwrap();
+    fw.signal(libc::SIGHUP).unwrap();
+    let reloads = |fw: &FirewallDaemon| -> Vec<serde_json::Value> {
+        fw.events()
+            .into_iter()
+            .filter(|e| e["event"] == "reload" && e["reason"] == "SIGHUP")
+            .collect()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while reloads(&fw).len() < 2 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let second = reloads(&fw).get(1).cloned().expect("a second reload event");
+    assert_eq!(second["result"], "ok", "{second}");
+    assert!(second.get("table_in_force").is_none(), "{second}");
+}
+
 #[test]
 fn a_flood_gets_auto_banned() {
     if !testkit::privileged("a_flood_gets_auto_banned") {

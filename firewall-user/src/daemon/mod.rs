@@ -71,6 +71,9 @@ struct Daemon {
     fleet_stats: Arc<fleet::Stats>,
     /// When the SYN challenge's key is next rotated.
     rotation: crate::challenge::Rotation,
+    /// The `[table]` sizes the data plane was loaded with: a reload cannot
+    /// resize the maps, so other sizes wait for the next start.
+    table: crate::policy::Table,
 }
 
 fn stamp(p: &Path) -> Option<(SystemTime, u64)> {
@@ -184,6 +187,7 @@ pub async fn run(pin_dir: &Path, args: RunArgs) -> Result<()> {
         }),
     );
     notify::ready(&args.ifaces, policy.defaults.monitor, cfg.generation);
+    let table = policy.table;
     let mut d = Daemon {
         pin_dir: pin_dir.to_path_buf(),
         file_stamp: args.config.as_deref().and_then(stamp),
@@ -199,6 +203,7 @@ pub async fn run(pin_dir: &Path, args: RunArgs) -> Result<()> {
         fleet: None,
         fleet_stats,
         rotation: Default::default(),
+        table,
     };
     d.sync_crowdsec();
     // The program objects are not needed any more: links and maps are pinned.
@@ -371,7 +376,16 @@ impl Daemon {
                 self.counters.reloads_ok.fetch_add(1, Ordering::Relaxed);
                 self.state.last_reload_ok = true;
                 let generation = w.config().map(|c| c.generation).unwrap_or(0);
-                self.log.emit("reload", json!({"result": "ok", "reason": why, "config": path, "generation": generation}));
+                let mut ev = json!({"result": "ok", "reason": why, "config": path, "generation": generation});
+                if self.policy.table != self.table {
+                    eprintln!(
+                        "warning: reload: [table] sizes apply at the next start of `firewall run`; in force: max_sources = {}, max_list_entries = {}",
+                        self.table.max_sources, self.table.max_list_entries
+                    );
+                    ev["table_in_force"] = json!(self.table);
+                    ev["table_at_next_start"] = json!(self.policy.table);
+                }
+                self.log.emit("reload", ev);
             }
             Err(e) => {
                 self.counters.reloads_error.fetch_add(1, Ordering::Relaxed);
