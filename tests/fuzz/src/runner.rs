@@ -250,24 +250,12 @@ impl fmt::Display for Report {
             "  frames < 14 bytes refused with EINVAL (not in the count): {}",
             self.short_refused
         )?;
-        let rv: Vec<String> = self
-            .returns
-            .iter()
-            .map(|((h, r), n)| format!("{h}={r}: {n}"))
-            .collect();
-        writeln!(f, "  return values: {}", rv.join(", "))?;
-        let or: Vec<String> = self
-            .origins
-            .iter()
-            .map(|(o, n)| format!("{o:?}: {n}"))
-            .collect();
-        writeln!(f, "  frames by origin: {}", or.join(", "))?;
-        let rh: Vec<String> = self
-            .rule_hits
-            .iter()
-            .map(|(r, n)| format!("{r}: {n}"))
-            .collect();
-        writeln!(f, "  rule matches: {}", rh.join(", "))?;
+        let returns = joined(&self.returns, |(h, r), n| format!("{h}={r}: {n}"));
+        writeln!(f, "  return values: {returns}")?;
+        let origins = joined(&self.origins, |o, n| format!("{o:?}: {n}"));
+        writeln!(f, "  frames by origin: {origins}")?;
+        let rules = joined(&self.rule_hits, |r, n| format!("{r}: {n}"));
+        writeln!(f, "  rule matches: {rules}")?;
         writeln!(
             f,
             "  new source prefixes: {} given a bucket, {} refused by the flood guard",
@@ -291,6 +279,14 @@ impl fmt::Display for Report {
         }
         Ok(())
     }
+}
+
+/// A count per key, "key: n, key: n" as `show` writes each.
+fn joined<K, V>(m: &BTreeMap<K, V>, show: impl Fn(&K, &V) -> String) -> String {
+    m.iter()
+        .map(|(k, v)| show(k, v))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The per-verdict counters read with one `BPF_MAP_LOOKUP_BATCH` call
