@@ -10,7 +10,7 @@ use firewall_common::bucket::{Limit, LimitError, MAX_RATE};
 use ipnet::IpNet;
 use toml::{Spanned, Value};
 
-use super::spanned::{fields, List, Section, Val};
+use super::spanned::{fields, Field, List, Section, Val};
 use super::{Problem, Severity};
 use crate::addr::{parse_net, CIDR_EXAMPLES};
 
@@ -41,9 +41,33 @@ impl<T> View<'_, T> {
 /// A rate/burst pair to check: each key with its value, if written, and
 /// the default used when it is not (`None`: the key is required).
 pub(super) struct Pair<'f> {
-    pub(super) keys: (&'static str, &'static str),
-    pub(super) rate: (Option<&'f Spanned<Val<i64>>>, Option<u64>),
-    pub(super) burst: (Option<&'f Spanned<Val<i64>>>, Option<u64>),
+    keys: (&'static str, &'static str),
+    rate: (Option<&'f Spanned<Val<i64>>>, Option<u64>),
+    burst: (Option<&'f Spanned<Val<i64>>>, Option<u64>),
+}
+
+impl<'f> Pair<'f> {
+    /// `rate` and `burst`, both required.
+    pub(super) fn required(rate: &'f Field<i64>, burst: &'f Field<i64>) -> Self {
+        Pair {
+            keys: ("rate", "burst"),
+            rate: (rate.as_ref(), None),
+            burst: (burst.as_ref(), None),
+        }
+    }
+
+    /// Two optional keys, each with the default used when it is not written.
+    pub(super) fn defaulted(
+        keys: (&'static str, &'static str),
+        (rate, burst): (&'f Field<i64>, &'f Field<i64>),
+        (rate_default, burst_default): (u64, u64),
+    ) -> Self {
+        Pair {
+            keys,
+            rate: (rate.as_ref(), Some(rate_default)),
+            burst: (burst.as_ref(), Some(burst_default)),
+        }
+    }
 }
 
 /// The semantic pass: collects every problem of one file.
@@ -142,6 +166,18 @@ impl<'t> Cx<'t> {
             format!("{ctx}{key} = {}: must be {valid}", self.raw(f)),
         );
         None
+    }
+
+    /// An optional integer key in `lo..=hi` (`None` when absent or bad).
+    pub(super) fn int_key(
+        &mut self,
+        ctx: &str,
+        key: &str,
+        f: &Field<i64>,
+        lo: i64,
+        hi: i64,
+    ) -> Option<i64> {
+        self.int(ctx, key, f.as_ref()?, lo, hi)
     }
 
     pub(super) fn boolean(&mut self, ctx: &str, key: &str, f: &Spanned<Val<bool>>) -> Option<bool> {

@@ -163,9 +163,7 @@ impl Cx<'_> {
             .as_ref()
             .map_or(DEFAULT_SHARE.to_vec(), |s| self.share(s));
         let mut prefix = |field: &Field<i64>, key: &str, max: i64, default: u8| {
-            field
-                .as_ref()
-                .and_then(|x| self.int(CTX, key, x, 1, max))
+            self.int_key(CTX, key, field, 1, max)
                 .map_or(default, |n| n as u8)
         };
         let min_prefix_v4 = prefix(&f.min_prefix_v4, "min_prefix_v4", 32, DEFAULT_MIN_PREFIX_V4);
@@ -179,10 +177,7 @@ impl Cx<'_> {
             .max_ttl
             .as_ref()
             .map_or(DEFAULT_MAX_TTL, |x| self.max_ttl(x));
-        let outbox = f
-            .outbox
-            .as_ref()
-            .and_then(|x| self.int(CTX, "outbox", x, 1, 1_000_000));
+        let outbox = self.int_key(CTX, "outbox", &f.outbox, 1, 1_000_000);
         let failed = self.problems.iter().filter(|p| p.is_error()).count() > errors;
         let [creds, tls_ca, tls_cert, tls_key] = paths;
         (!failed && !servers.is_empty()).then(|| Fleet {

@@ -140,26 +140,18 @@ impl Cx<'_> {
 
     pub(super) fn defaults(&mut self, v: &View<'_, DefaultsFile>) -> Defaults {
         let (mut d, f, ctx) = (Defaults::default(), v.body, "[defaults] ");
-        let pair = Pair {
-            keys: ("rate", "burst"),
-            rate: (f.rate.as_ref(), Some(DEFAULT_RATE)),
-            burst: (f.burst.as_ref(), Some(DEFAULT_BURST)),
-        };
+        let pair = Pair::defaulted(
+            ("rate", "burst"),
+            (&f.rate, &f.burst),
+            (DEFAULT_RATE, DEFAULT_BURST),
+        );
         if let Some((r, b)) = self.rate_burst(ctx, pair) {
             (d.rate, d.burst) = (r, b);
         }
-        if let Some(n) = f
-            .ipv4_prefix
-            .as_ref()
-            .and_then(|x| self.int(ctx, "ipv4_prefix", x, 1, 32))
-        {
+        if let Some(n) = self.int_key(ctx, "ipv4_prefix", &f.ipv4_prefix, 1, 32) {
             d.ipv4_prefix = n as u8;
         }
-        if let Some(n) = f
-            .ipv6_prefix
-            .as_ref()
-            .and_then(|x| self.int(ctx, "ipv6_prefix", x, 1, 128))
-        {
+        if let Some(n) = self.int_key(ctx, "ipv6_prefix", &f.ipv6_prefix, 1, 128) {
             d.ipv6_prefix = n as u8;
         }
         if let Some(m) = &f.mode {
@@ -196,11 +188,7 @@ impl Cx<'_> {
                 }
                 Some(net)
             });
-            let pair = Pair {
-                keys: ("rate", "burst"),
-                rate: (f.rate.as_ref(), None),
-                burst: (f.burst.as_ref(), None),
-            };
+            let pair = Pair::required(&f.rate, &f.burst);
             if let (Some(cidr), Some((rate, burst))) = (cidr, self.rate_burst(ctx, pair)) {
                 out.push(LimitClass { cidr, rate, burst });
             }
@@ -298,11 +286,7 @@ impl Cx<'_> {
                     self.error(self.at(s), msg);
                 }
             }
-            let pair = Pair {
-                keys: ("rate", "burst"),
-                rate: (f.rate.as_ref(), None),
-                burst: (f.burst.as_ref(), None),
-            };
+            let pair = Pair::required(&f.rate, &f.burst);
             let pair = self.rate_burst(&ctx, pair);
             if let (
                 Some(name),
@@ -364,14 +348,11 @@ impl Cx<'_> {
     pub(super) fn flood(&mut self, v: &View<'_, FloodFile>) -> (Flood, SynChallenge) {
         let (f, ctx) = (v.body, "[flood] ");
         let (mut flood, mut ch) = (Flood::default(), SynChallenge::default());
-        let pair = Pair {
-            keys: ("new_sources_rate", "new_sources_burst"),
-            rate: (f.new_sources_rate.as_ref(), Some(DEFAULT_NEW_SOURCES_RATE)),
-            burst: (
-                f.new_sources_burst.as_ref(),
-                Some(DEFAULT_NEW_SOURCES_BURST),
-            ),
-        };
+        let pair = Pair::defaulted(
+            ("new_sources_rate", "new_sources_burst"),
+            (&f.new_sources_rate, &f.new_sources_burst),
+            (DEFAULT_NEW_SOURCES_RATE, DEFAULT_NEW_SOURCES_BURST),
+        );
         if let Some((r, b)) = self.rate_burst(ctx, pair) {
             (flood.new_sources_rate, flood.new_sources_burst) = (r, b);
         }
@@ -382,17 +363,11 @@ impl Cx<'_> {
         {
             ch.enabled = on;
         }
-        let pair = Pair {
-            keys: ("syn_challenge_rate", "syn_challenge_burst"),
-            rate: (
-                f.syn_challenge_rate.as_ref(),
-                Some(DEFAULT_SYN_CHALLENGE_RATE),
-            ),
-            burst: (
-                f.syn_challenge_burst.as_ref(),
-                Some(DEFAULT_SYN_CHALLENGE_BURST),
-            ),
-        };
+        let pair = Pair::defaulted(
+            ("syn_challenge_rate", "syn_challenge_burst"),
+            (&f.syn_challenge_rate, &f.syn_challenge_burst),
+            (DEFAULT_SYN_CHALLENGE_RATE, DEFAULT_SYN_CHALLENGE_BURST),
+        );
         if let Some((r, b)) = self.rate_burst(ctx, pair) {
             (ch.rate, ch.burst) = (r, b);
         }
@@ -402,19 +377,11 @@ impl Cx<'_> {
     pub(super) fn table_sizes(&mut self, v: &View<'_, TableFile>) -> Table {
         let (mut t, f, ctx) = (Table::default(), v.body, "[table] ");
         let (lo, hi) = (TABLE_MIN_SOURCES.into(), TABLE_MAX_SOURCES.into());
-        if let Some(n) = f
-            .max_sources
-            .as_ref()
-            .and_then(|x| self.int(ctx, "max_sources", x, lo, hi))
-        {
+        if let Some(n) = self.int_key(ctx, "max_sources", &f.max_sources, lo, hi) {
             t.max_sources = n as u32;
         }
         let (lo, hi) = (TABLE_MIN_LIST.into(), TABLE_MAX_LIST.into());
-        if let Some(n) = f
-            .max_list_entries
-            .as_ref()
-            .and_then(|x| self.int(ctx, "max_list_entries", x, lo, hi))
-        {
+        if let Some(n) = self.int_key(ctx, "max_list_entries", &f.max_list_entries, lo, hi) {
             t.max_list_entries = n as u32;
         }
         t
@@ -444,10 +411,7 @@ impl Cx<'_> {
     pub(super) fn autoban(&mut self, v: &View<'_, AutobanFile>) -> Option<Autoban> {
         let (f, ctx) = (v.body, "[autoban] ");
         self.require(v, "[autoban]", fields::<AutobanFile>());
-        let drops = f
-            .drops
-            .as_ref()
-            .and_then(|d| self.int(ctx, "drops", d, 1, u32::MAX as i64));
+        let drops = self.int_key(ctx, "drops", &f.drops, 1, u32::MAX as i64);
         let window = self.ban_duration("window", &f.window);
         let ban = self.ban_duration("ban", &f.ban);
         let max_ban = self.ban_duration("max_ban", &f.max_ban);
