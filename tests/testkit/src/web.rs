@@ -228,16 +228,33 @@ pub fn tcp_in_segs(ns: &str) -> Result<u64> {
         .context("no Tcp InSegs in /proc/net/snmp")
 }
 
-/// Frames received by an interface of namespace `ns` so far.
-pub fn rx_packets(ns: &str, ifname: &str) -> Result<u64> {
+/// An interface's counters in namespace `ns` (`ip -s -j link`'s stats64).
+fn link_stats(ns: &str, ifname: &str) -> Result<serde_json::Value> {
     let o = output_timeout(
         Command::new("ip").args(["-n", ns, "-s", "-j", "link", "show", ifname]),
         Duration::from_secs(5),
     )?;
     let v: serde_json::Value = serde_json::from_slice(&o.stdout)?;
-    v[0]["stats64"]["rx"]["packets"]
+    Ok(v[0]["stats64"].clone())
+}
+
+/// Frames received by an interface of namespace `ns` so far.
+pub fn rx_packets(ns: &str, ifname: &str) -> Result<u64> {
+    link_stats(ns, ifname)?["rx"]["packets"]
         .as_u64()
         .context("no rx packets in `ip -s -j link`")
+}
+
+/// Frames an interface of namespace `ns` dropped so far, received and
+/// sent (for a veth: its peer's queue was full, or an XDP_TX failed).
+pub fn dropped(ns: &str, ifname: &str) -> Result<u64> {
+    let s = link_stats(ns, ifname)?;
+    let n = |dir: &str| {
+        s[dir]["dropped"]
+            .as_u64()
+            .context("no drop count in `ip -s -j link`")
+    };
+    Ok(n("rx")? + n("tx")?)
 }
 
 /// Let an interface poll in its own kernel thread, as a NIC queue does
