@@ -52,6 +52,51 @@ pub fn load_policy(path: &Path) -> Result<(Policy, Vec<policy::Problem>)> {
     }
 }
 
+/// The workers a policy section starts: a field of its own so that a
+/// reload can sync them while it holds the control layer's writer.
+struct Workers {
+    /// The CrowdSec worker, while `[crowdsec]` is in force.
+    crowdsec: Option<crate::crowdsec::Handle>,
+    /// The `[fleet]` worker, while the policy has that section.
+    fleet: Option<fleet::Fleet>,
+    fleet_stats: Arc<fleet::Stats>,
+}
+
+impl Workers {
+    /// Start, restart or stop each worker as `policy` asks.
+    fn sync(
+        &mut self,
+        policy: &Policy,
+        pin_dir: &Path,
+        log: &Arc<EventLog>,
+        counters: &Arc<DaemonCounters>,
+    ) {
+        crate::crowdsec::sync(
+            &mut self.crowdsec,
+            policy.crowdsec.as_ref(),
+            pin_dir,
+            log,
+            counters,
+        );
+        fleet::sync(
+            &mut self.fleet,
+            policy.fleet.as_ref(),
+            pin_dir,
+            log,
+            &self.fleet_stats,
+        );
+    }
+
+    fn stop(&mut self) {
+        if let Some(h) = self.crowdsec.take() {
+            h.stop();
+        }
+        if let Some(f) = self.fleet.take() {
+            f.stop(&self.fleet_stats);
+        }
+    }
+}
+
 struct Daemon {
     pin_dir: PathBuf,
     args: RunArgs,
@@ -64,11 +109,8 @@ struct Daemon {
     state: DaemonState,
     /// Interfaces attached under the pin directory, to report detaches.
     attached: Vec<loader::Attachment>,
-    /// The CrowdSec worker, while `[crowdsec]` is in force.
-    crowdsec: Option<crate::crowdsec::Handle>,
-    /// The `[fleet]` worker, while the policy has that section.
-    fleet: Option<fleet::Fleet>,
-    fleet_stats: Arc<fleet::Stats>,
+    /// The CrowdSec and fleet workers the policy asks for.
+    workers: Workers,
     /// When the SYN challenge's key is next rotated.
     rotation: crate::challenge::Rotation,
     /// The `[table]` sizes the data plane was loaded with: a reload cannot
@@ -199,23 +241,19 @@ pub async fn run(pin_dir: &Path, args: RunArgs) -> Result<()> {
         strikes: autoban::Strikes::default(),
         state: st,
         attached: loader::attachments(pin_dir)?,
-        crowdsec: None,
-        fleet: None,
-        fleet_stats,
+        workers: Workers {
+            crowdsec: None,
+            fleet: None,
+            fleet_stats,
+        },
         rotation: Default::default(),
         table,
     };
-    d.sync_crowdsec();
     // The program objects are not needed any more: links and maps are pinned.
     drop(ebpf);
-    d.sync_fleet();
+    d.workers.sync(&d.policy, &d.pin_dir, &d.log, &d.counters);
     let result = d.main_loop().await;
-    if let Some(h) = d.crowdsec.take() {
-        h.stop();
-    }
-    if let Some(f) = d.fleet.take() {
-        f.stop(&d.fleet_stats);
-    }
+    d.workers.stop();
     notify::stopping();
     server.abort();
     let data_plane = if d.attached.is_empty() {
@@ -311,27 +349,6 @@ impl Daemon {
         true
     }
 
-    fn sync_crowdsec(&mut self) {
-        crate::crowdsec::sync(
-            &mut self.crowdsec,
-            self.policy.crowdsec.as_ref(),
-            &self.pin_dir,
-            &self.log,
-            &self.counters,
-        );
-    }
-
-    fn sync_fleet(&mut self) {
-        let wanted = self.policy.fleet.as_ref();
-        fleet::sync(
-            &mut self.fleet,
-            wanted,
-            &self.pin_dir,
-            &self.log,
-            &self.fleet_stats,
-        );
-    }
-
     fn reload(&mut self, why: &str) {
         let Some(path) = self.args.config.clone() else {
             self.log.emit(
@@ -359,20 +376,8 @@ impl Daemon {
                 // Still under the lock: a worker stopped here writes
                 // nothing more (it checks its stop flag once it has the
                 // lock).
-                crate::crowdsec::sync(
-                    &mut self.crowdsec,
-                    self.policy.crowdsec.as_ref(),
-                    &self.pin_dir,
-                    &self.log,
-                    &self.counters,
-                );
-                fleet::sync(
-                    &mut self.fleet,
-                    self.policy.fleet.as_ref(),
-                    &self.pin_dir,
-                    &self.log,
-                    &self.fleet_stats,
-                );
+                self.workers
+                    .sync(&self.policy, &self.pin_dir, &self.log, &self.counters);
                 self.counters.reloads_ok.fetch_add(1, Ordering::Relaxed);
                 self.state.last_reload_ok = true;
                 let generation = w.config().map(|c| c.generation).unwrap_or(0);
@@ -498,7 +503,7 @@ impl Daemon {
             ab.drops,
             humantime::format_duration(ab.window)
         );
-        if let Some(cs) = &self.crowdsec {
+        if let Some(cs) = &self.workers.crowdsec {
             cs.ban(crate::crowdsec::Ban {
                 net,
                 src,
@@ -516,7 +521,7 @@ impl Daemon {
                    "ttl": humantime::format_duration(ttl).to_string(), "ttl_secs": ttl.as_secs(),
                    "reason": reason}),
         );
-        if let Some(f) = &self.fleet {
+        if let Some(f) = &self.workers.fleet {
             f.banned(net, reason);
         }
         Ok(())
