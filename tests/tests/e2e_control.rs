@@ -407,7 +407,15 @@ fn metrics_agree_with_what_was_sent() {
         sample(&m1, "firewall_tracked_sources_capacity"),
         Some(131072.0)
     );
-    assert!(sample(&m1, "firewall_tracked_sources").unwrap() >= 1.0);
+    // The gauge comes from a background walk of the table every 2 s: the
+    // source seen above shows within one walk.
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    let mut tracked = sample(&m1, "firewall_tracked_sources").unwrap();
+    while tracked < 1.0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+        tracked = sample(&scrape(&sb.gw_path(), 19999), "firewall_tracked_sources").unwrap();
+    }
+    assert!(tracked >= 1.0, "firewall_tracked_sources {tracked}");
     assert_eq!(
         sample(
             &m1,
